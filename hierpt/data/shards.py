@@ -1,0 +1,88 @@
+"""The shard format: the contract between prep (writes) and training (reads). See DESIGN.md "Shard format".
+
+A shard set is a directory (any fsspec URL) of Parquet files plus ``manifest.json``. One row = one training
+sequence of at most ``seq_words`` words; documents are packed back to back within one language, each ending
+with the ``[S]`` word. The manifest is written last: a directory without it is not a shard set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import fsspec
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("words", pa.list_(pa.binary()), nullable=False),  # UTF-8 bytes per word, [S] = b"\xf9"
+        pa.field("lang", pa.string(), nullable=False),
+        pa.field("doc_ids", pa.list_(pa.string()), nullable=False),  # stable ids of the documents that start here
+    ]
+)
+
+
+class ShardFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str  # relative to the manifest's directory
+    rows: int
+
+
+class LanguageStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    docs: int = 0
+    words: int = 0  # words of the accepted text, [S] not counted
+    bytes: int = 0  # UTF-8 bytes of the accepted text
+    bytes_per_word: float = 0.0
+
+
+class Manifest(BaseModel):
+    """Everything training needs to trust a shard set; `fingerprint` covers all other fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    splitter: dict[str, str]
+    max_word_bytes: int
+    seq_words: int
+    files: list[ShardFile]
+    languages: dict[str, LanguageStats]
+    rejected: dict[str, int] = Field(default_factory=dict)
+    rejected_examples: dict[str, list[str]] = Field(default_factory=dict)
+    duplicates_removed: int = 0
+    recipe: dict = Field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def total_rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    def compute_fingerprint(self) -> str:
+        body = self.model_dump(exclude={"fingerprint"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+    def sealed(self) -> Manifest:
+        return self.model_copy(update={"fingerprint": self.compute_fingerprint()})
+
+
+def write_manifest(url: str, manifest: Manifest) -> None:
+    fs, root = fsspec.core.url_to_fs(url)
+    with fs.open(f"{root}/{MANIFEST}", "w") as f:
+        f.write(manifest.sealed().model_dump_json(indent=2))
+
+
+def read_manifest(url: str) -> Manifest:
+    fs, root = fsspec.core.url_to_fs(url)
+    path = f"{root}/{MANIFEST}"
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{url} holds no {MANIFEST}: not a finished shard set (run `hierpt prep` first)")
+    with fs.open(path) as f:
+        manifest = Manifest.model_validate_json(f.read())
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise ValueError(f"{url}: shard schema version {manifest.schema_version}, this hierpt reads {SCHEMA_VERSION}")
+    if manifest.fingerprint != manifest.compute_fingerprint():
+        raise ValueError(f"{url}/{MANIFEST}: fingerprint does not match its content (edited or corrupt)")
+    return manifest

@@ -1,0 +1,327 @@
+"""The HAT model (paper variant, arXiv 2501.10322): byte encoder -> word backbone -> byte decoder.
+
+Every word is ``[W] + its UTF-8 bytes``. A small bidirectional encoder reads each word on its own; its output
+at ``[W]``, projected to the backbone width, is the word's vector. A causal Llama backbone runs over the
+words of a sequence. The backbone output at word i, projected to the byte width, is position 0 of a small
+causal decoder that spells word i+1 and then ``[W]`` (end of word). ``[S]`` is a one-byte dummy word that
+ends a document; it is predicted like a word but without the trailing ``[W]`` (hat_spec.md §1.5, §4.1).
+
+All words of a batch go through the encoder and the decoder as one ``[num_words, word_len]`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hierpt.splitting import END_OF_DOC, PAD, WORD_MARK
+
+VOCAB_SIZE = 256
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """One transformer stack (encoder, backbone or decoder): Llama blocks of one width."""
+
+    dim: int
+    layers: int
+    heads: int
+    mlp_multiple_of: int = 256
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Llama's SwiGLU width: 8/3 of dim rounded up, so a block holds ~12 dim^2 parameters."""
+        hidden = int(8 * self.dim / 3)
+        return self.mlp_multiple_of * math.ceil(hidden / self.mlp_multiple_of)
+
+
+@dataclass(frozen=True)
+class HATConfig:
+    encoder: StackConfig
+    backbone: StackConfig
+    decoder: StackConfig
+    max_word_bytes: int = 100
+    seq_words: int = 1024
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("encoder", "backbone", "decoder"):
+            stack = getattr(self, name)
+            if stack.dim % stack.heads or stack.head_dim % 2:
+                raise ValueError(f"{name}: dim {stack.dim} must split into {stack.heads} heads of even size")
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> HATConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> HATConfig:
+        stacks = {k: StackConfig(**raw[k]) for k in ("encoder", "backbone", "decoder")}
+        rest = {k: v for k, v in raw.items() if k not in stacks}
+        return cls(**stacks, **rest)
+
+
+def _paper(backbone_layers: int, backbone_dim: int, byte_layers: int, byte_heads: int) -> HATConfig:
+    """Table 2 of the paper: head_dim 128 everywhere, heads = layers in the backbone (hat_spec.md §3.1)."""
+    byte = StackConfig(dim=byte_heads * 128, layers=byte_layers, heads=byte_heads)
+    return HATConfig(
+        encoder=byte,
+        backbone=StackConfig(dim=backbone_dim, layers=backbone_layers, heads=backbone_dim // 128),
+        decoder=byte,
+        seq_words=2730,  # 16,384 bytes per document at ~6 bytes per word (paper §6.1)
+    )
+
+
+PRESETS: dict[str, HATConfig] = {
+    "tiny": HATConfig(
+        encoder=StackConfig(dim=64, layers=1, heads=2, mlp_multiple_of=32),
+        backbone=StackConfig(dim=128, layers=2, heads=4, mlp_multiple_of=32),
+        decoder=StackConfig(dim=64, layers=1, heads=2, mlp_multiple_of=32),
+        max_word_bytes=32,
+        seq_words=64,
+    ),
+    "small": HATConfig(
+        encoder=StackConfig(dim=256, layers=2, heads=4),
+        backbone=StackConfig(dim=512, layers=6, heads=8),
+        decoder=StackConfig(dim=256, layers=2, heads=4),
+        seq_words=256,
+    ),
+    "1b": _paper(backbone_layers=18, backbone_dim=2304, byte_layers=3, byte_heads=6),
+    "3b": _paper(backbone_layers=28, backbone_dim=3584, byte_layers=3, byte_heads=6),
+    "7b": _paper(backbone_layers=36, backbone_dim=4608, byte_layers=4, byte_heads=8),
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(length: int, head_dim: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., :h/2], x[..., h/2:]) by position; x is [batch, heads, length, head_dim]."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, stack: StackConfig):
+        super().__init__()
+        self.heads, self.head_dim = stack.heads, stack.head_dim
+        self.qkv = nn.Linear(stack.dim, 3 * stack.dim, bias=False)
+        self.out = nn.Linear(stack.dim, stack.dim, bias=False)
+
+    def forward(self, x, cos, sin, causal: bool, key_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, stack: StackConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(stack.dim, 2 * stack.mlp_hidden, bias=False)
+        self.down = nn.Linear(stack.mlp_hidden, stack.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, stack: StackConfig, eps: float):
+        super().__init__()
+        self.attn_norm, self.attn = RMSNorm(stack.dim, eps), Attention(stack)
+        self.mlp_norm, self.mlp = RMSNorm(stack.dim, eps), SwiGLU(stack)
+
+    def forward(self, x, cos, sin, causal: bool, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, causal, key_mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Stack(nn.Module):
+    """Llama blocks with RoPE; causal (backbone, decoder) or bidirectional with a key mask (encoder)."""
+
+    def __init__(self, stack: StackConfig, eps: float, theta: float, causal: bool):
+        super().__init__()
+        self.config, self.theta, self.causal = stack, theta, causal
+        self.blocks = nn.ModuleList(Block(stack, eps) for _ in range(stack.layers))
+        self.norm = RMSNorm(stack.dim, eps)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        cos, sin = rope_tables(x.shape[1], self.config.head_dim, self.theta, x.device)
+        for block in self.blocks:
+            x = block(x, cos, sin, self.causal, key_mask)
+        return self.norm(x)
+
+
+class HATOutput(NamedTuple):
+    """Loss plus the sums a caller needs to aggregate metrics exactly over many batches and ranks."""
+
+    loss: torch.Tensor  # mean cross-entropy (nats) over all predicted positions
+    nll_sum: torch.Tensor  # summed cross-entropy (nats)
+    targets: torch.Tensor  # predicted positions: bytes + [W] + [S]
+    utf8_bytes: torch.Tensor  # predicted positions that are real text bytes
+    words: torch.Tensor  # predicted words
+    words_correct: torch.Tensor  # words whose every byte and end mark the argmax got right
+
+
+class HAT(nn.Module):
+    def __init__(self, config: HATConfig):
+        super().__init__()
+        self.config = config
+        enc, bb, dec = config.encoder, config.backbone, config.decoder
+        self.encoder_embed = nn.Embedding(VOCAB_SIZE, enc.dim)
+        self.encoder = Stack(enc, config.norm_eps, config.rope_theta, causal=False)
+        self.encoder_to_backbone = nn.Linear(enc.dim, bb.dim, bias=False)
+        self.backbone = Stack(bb, config.norm_eps, config.rope_theta, causal=True)
+        self.backbone_to_decoder = nn.Linear(bb.dim, dec.dim, bias=False)
+        self.decoder_embed = nn.Embedding(VOCAB_SIZE, dec.dim)
+        self.decoder = Stack(dec, config.norm_eps, config.rope_theta, causal=True)
+        self.lm_head = nn.Linear(dec.dim, VOCAB_SIZE, bias=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+
+    def encode_words(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Word vectors [n, backbone_dim] from word bytes [n, L] (PAD after each word's `lengths` bytes)."""
+        n, L = word_bytes.shape
+        marks = torch.full((n, 1), WORD_MARK, dtype=torch.long, device=word_bytes.device)
+        tokens = torch.cat((marks, word_bytes.long()), dim=1)
+        key_mask = torch.arange(L + 1, device=tokens.device) <= lengths[:, None]
+        hidden = self.encoder(self.encoder_embed(tokens), key_mask=key_mask)
+        return self.encoder_to_backbone(hidden[:, 0])
+
+    def run_backbone(self, word_vectors: torch.Tensor) -> torch.Tensor:
+        """Predictive embeddings [B, N, decoder_dim]: entry i conditions the spelling of word i+1."""
+        return self.backbone_to_decoder(self.backbone(word_vectors))
+
+    def decode_logits(self, predictive: torch.Tensor, word_bytes: torch.Tensor) -> torch.Tensor:
+        """Logits [n, L+1, 256] for spelling words [n, L] (teacher-forced) from predictive embeddings [n, d]."""
+        inputs = torch.cat((predictive[:, None, :], self.decoder_embed(word_bytes.long())), dim=1)
+        return self.lm_head(self.decoder(inputs))
+
+    def forward(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> HATOutput:
+        B, N, L = word_bytes.shape  # sequences, words per sequence, bytes per word; lengths: [B, N], 0 = no word
+        word_bytes = word_bytes.long()
+        present = lengths > 0
+        vectors = self.encode_words(word_bytes[present], lengths[present])
+        backbone_in = vectors.new_zeros(B, N, vectors.shape[-1]).index_put((present,), vectors)
+        predictive = self.run_backbone(backbone_in)
+
+        # word j is spelled from the backbone output at word j-1; the first word of a sequence is context only
+        predicted = present[:, 1:]
+        targets_bytes, target_lens = word_bytes[:, 1:][predicted], lengths[:, 1:][predicted]
+        logits = self.decode_logits(predictive[:, :-1][predicted], targets_bytes)
+        targets = end_of_word_targets(targets_bytes, target_lens)
+        return self.score(logits, targets)
+
+    @staticmethod
+    def score(logits: torch.Tensor, targets: torch.Tensor) -> HATOutput:
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
+        valid = targets != IGNORE
+        count = valid.sum()
+        nll_sum = nll.sum()
+        byte_targets = valid & (targets < 256) & (targets != WORD_MARK) & (targets != END_OF_DOC)
+        right = (logits.argmax(-1) == targets) | ~valid
+        return HATOutput(
+            loss=nll_sum / count.clamp(min=1),
+            nll_sum=nll_sum.detach(),
+            targets=count,
+            utf8_bytes=byte_targets.sum(),
+            words=torch.tensor(targets.shape[0], device=targets.device),
+            words_correct=right.all(dim=1).sum(),
+        )
+
+    def num_params(self) -> dict[str, int]:
+        return count_params(self)
+
+    def flops_per_word(self, bytes_per_word: float) -> float:
+        return flops_per_word(self.config, bytes_per_word)
+
+
+def end_of_word_targets(word_bytes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Decoder targets [n, L+1]: the word's bytes, then [W] — except after the one-byte [S] word."""
+    n, L = word_bytes.shape
+    positions = torch.arange(L + 1, device=word_bytes.device)
+    targets = torch.cat((word_bytes, word_bytes.new_full((n, 1), PAD)), dim=1).clone()
+    is_doc_end = (lengths == 1) & (word_bytes[:, 0] == END_OF_DOC)
+    targets[positions[None, :] == lengths[:, None]] = WORD_MARK
+    targets[positions[None, :] > lengths[:, None]] = IGNORE
+    targets[is_doc_end, 1] = IGNORE
+    return targets.long()
+
+
+def count_params(module: HAT) -> dict[str, int]:
+    """Parameters per module; the projections belong to the byte module on their side (paper Table 2)."""
+    groups = {
+        "encoder": ("encoder_embed", "encoder", "encoder_to_backbone"),
+        "backbone": ("backbone",),
+        "decoder": ("backbone_to_decoder", "decoder_embed", "decoder", "lm_head"),
+    }
+    counts = {
+        name: sum(p.numel() for part in parts for p in getattr(module, part).parameters())
+        for name, parts in groups.items()
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def build_meta(config: HATConfig) -> HAT:
+    """The model on the meta device: shapes and parameter counts without allocating a 7B model."""
+    with torch.device("meta"):
+        return HAT(config)
+
+
+def _stack_flops(stack: StackConfig, tokens_per_seq: float) -> float:
+    """Forward FLOPs per token: 2 x weights, plus attention scores and values over tokens_per_seq keys."""
+    weights = stack.layers * (4 * stack.dim**2 + 3 * stack.dim * stack.mlp_hidden)
+    attention = stack.layers * 2 * 2 * stack.dim * tokens_per_seq
+    return 2 * weights + attention
+
+
+def flops_per_word(config: HATConfig, bytes_per_word: float) -> float:
+    """Training FLOPs (forward + backward = 3 x forward) per word, for MFU and compute matching.
+
+    Encoder and decoder each see bytes_per_word + 1 positions per word; the backbone one position per word
+    with causal attention over seq_words/2 words on average.
+    """
+    enc, bb, dec = config.encoder, config.backbone, config.decoder
+    byte_positions = bytes_per_word + 1
+    encoder = byte_positions * _stack_flops(enc, byte_positions) + 2 * enc.dim * bb.dim
+    backbone = _stack_flops(bb, config.seq_words / 2)
+    decoder = 2 * bb.dim * dec.dim + byte_positions * (_stack_flops(dec, byte_positions / 2) + 2 * dec.dim * VOCAB_SIZE)
+    return 3 * (encoder + backbone + decoder)
