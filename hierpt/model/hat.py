@@ -235,6 +235,10 @@ class HAT(nn.Module):
         return self.lm_head(self.decoder(inputs))
 
     def forward(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> HATOutput:
+        return self.score(*self.predict(word_bytes, lengths))
+
+    def predict(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder logits [n, L+1, 256] and targets [n, L+1] for every predicted word, in row-major order."""
         B, N, L = word_bytes.shape  # sequences, words per sequence, bytes per word; lengths: [B, N], 0 = no word
         word_bytes = word_bytes.long()
         present = lengths > 0
@@ -246,8 +250,7 @@ class HAT(nn.Module):
         predicted = present[:, 1:]
         targets_bytes, target_lens = word_bytes[:, 1:][predicted], lengths[:, 1:][predicted]
         logits = self.decode_logits(predictive[:, :-1][predicted], targets_bytes)
-        targets = end_of_word_targets(targets_bytes, target_lens)
-        return self.score(logits, targets)
+        return logits, end_of_word_targets(targets_bytes, target_lens)
 
     @staticmethod
     def score(logits: torch.Tensor, targets: torch.Tensor) -> HATOutput:

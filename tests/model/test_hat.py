@@ -1,0 +1,134 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hierpt.model.generate import SamplingConfig, generate_text, generate_words
+from hierpt.model.hat import HAT, HATConfig, build_meta, flops_per_word
+from hierpt.splitting import END_OF_DOC_WORD, document_words, join_words, split_words, words_to_tensors
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. Der schnelle braune Fuchs springt. "
+    "Быстрая лиса прыгает. 快速的狐狸跳。"
+)
+MAX_BYTES = 32
+
+
+def tiny_model(seed: int = 0) -> HAT:
+    torch.manual_seed(seed)
+    return HAT(HATConfig.from_name("tiny"))
+
+
+def batch(*texts: str):
+    return words_to_tensors([document_words(t, MAX_BYTES) for t in texts], MAX_BYTES)
+
+
+@pytest.fixture(scope="module")
+def overfit_model():
+    """A tiny model trained to memorise TEXT, with its loss history."""
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    word_bytes, lengths = batch(TEXT)
+    losses = []
+    for _ in range(400):
+        out = model(word_bytes, lengths)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    return model.eval(), losses, out
+
+
+def test_tiny_model_overfits_multilingual_text(overfit_model):
+    model, losses, last = overfit_model
+    assert losses[-1] < 0.05 * losses[0]
+    assert last.words_correct == last.words == len(document_words(TEXT, MAX_BYTES)) - 1
+
+
+def test_greedy_generation_reproduces_memorised_text_and_stops_at_end_of_document(overfit_model):
+    model, _, _ = overfit_model
+    prompt = "The quick brown"
+    new_words = generate_words(model, split_words(prompt, MAX_BYTES), SamplingConfig(max_words=50))
+    assert new_words[-1] == END_OF_DOC_WORD
+    assert prompt + join_words(new_words) == TEXT
+
+
+def test_sampling_is_seeded(overfit_model):
+    model, _, _ = overfit_model
+    hot = SamplingConfig(max_words=8, temperature=1.5, top_p=0.9, seed=7)
+    assert generate_text(model, "Der", hot) == generate_text(model, "Der", hot)
+
+
+def test_changing_word_k_never_changes_predictions_for_earlier_words():
+    model = tiny_model().eval()
+    words = document_words(TEXT, MAX_BYTES)
+    k = 6
+    changed = [*words[:k], "Kätzchen".encode(), *words[k + 1 :]]
+    logits_a, _ = model.predict(*words_to_tensors([words], MAX_BYTES))
+    logits_b, _ = model.predict(*words_to_tensors([changed], MAX_BYTES))
+    # predicted word j sits at row j-1; rows < k-1 spell words before k, row k-1's first byte comes from word k-1
+    assert torch.allclose(logits_a[: k - 1], logits_b[: k - 1], atol=1e-6)
+    assert torch.allclose(logits_a[k - 1, 0], logits_b[k - 1, 0])
+    assert not torch.allclose(logits_a[k], logits_b[k])  # and later words do see the change
+
+
+def test_padding_never_changes_the_loss():
+    model = tiny_model().eval()
+    short, long = "Привет, мир.", TEXT + " Γειά σου κόσμε, καλημέρα!"
+    with torch.no_grad():
+        alone_short, alone_long = model(*batch(short)), model(*batch(long))
+        together = model(*batch(short, long))  # short gets padded in words and in bytes per word
+    assert together.targets == alone_short.targets + alone_long.targets
+    assert torch.allclose(together.nll_sum, alone_short.nll_sum + alone_long.nll_sum, rtol=1e-5)
+    assert together.utf8_bytes == len(short.encode()) + len(long.encode()) - len(split_words(short)[0]) - len(
+        split_words(long)[0]
+    )
+
+
+def test_end_of_document_word_is_predicted_without_an_end_of_word_mark():
+    model = tiny_model()
+    _, targets = model.predict(*batch("one two"))
+    assert targets[-1, 0].item() == END_OF_DOC_WORD[0]
+    assert (targets[-1, 1:] == -100).all()
+
+
+# Table 2 of the paper (hat_spec.md §3.1): backbone, encoder = decoder parameters.
+PAPER = {"1b": (1.1e9, 23e6), "3b": (4.3e9, 24e6), "7b": (9.2e9, 55e6)}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER))
+def test_paper_presets_match_table_2(preset):
+    counts = build_meta(HATConfig.from_name(preset)).num_params()
+    backbone, byte_module = PAPER[preset]
+    assert counts["backbone"] == pytest.approx(backbone, rel=0.05)
+    assert counts["encoder"] == pytest.approx(byte_module, rel=0.05)
+    assert counts["decoder"] == pytest.approx(byte_module, rel=0.05)
+
+
+def test_model_info_cli_prints_one_json_object():
+    result = subprocess.run(
+        [sys.executable, "-m", "hierpt.cli", "model-info", "7b", "--json"], capture_output=True, text=True, check=True
+    )
+    counts = json.loads(result.stdout)
+    assert set(counts) == {"encoder", "backbone", "decoder", "total"}
+    assert counts["total"] == counts["encoder"] + counts["backbone"] + counts["decoder"]
+
+
+def test_small_preset_is_in_the_cpu_benchmark_range():
+    assert 10e6 <= build_meta(HATConfig.from_name("small")).num_params()["total"] <= 30e6
+
+
+def test_flops_per_word_is_dominated_by_the_backbone_at_7b():
+    config = HATConfig.from_name("7b")
+    counts = build_meta(config).num_params()
+    flops = flops_per_word(config, bytes_per_word=6.0)
+    assert 6 * counts["backbone"] < flops < 1.3 * 6 * (counts["backbone"] + 7 * (counts["encoder"] + counts["decoder"]))
+
+
+def test_unknown_preset_and_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="unknown preset"):
+        HATConfig.from_name("13b")
+    with pytest.raises(ValueError, match="heads"):
+        HATConfig.from_name("tiny", encoder=HATConfig.from_name("tiny").encoder.__class__(dim=60, layers=1, heads=7))
