@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A local Ray cluster for `hierpt jobs`: its own temp dir and ports, stopped by process group, so it never
+# touches other Ray instances on the machine (`ray stop` would stop them all).
+#   cluster/local.sh start   -> prints RAY_ADDRESS for the Jobs API
+#   cluster/local.sh stop
+set -euo pipefail
+TEMP_DIR=${HIERPT_RAY_TEMP_DIR:-/tmp/hierpt-ray-$(id -u)}
+GCS_PORT=${HIERPT_RAY_PORT:-6390}            # outside Ray's default worker port range 10002-19999
+DASHBOARD_PORT=${HIERPT_DASHBOARD_PORT:-8275}
+NUM_CPUS=${HIERPT_NUM_CPUS:-$(nproc)}
+RAY=${RAY:-$(command -v ray || echo .venv/bin/ray)}
+PGID_FILE="$TEMP_DIR/hierpt-cluster.pgid"
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # bind to 127.0.0.1, not the host's routable address
+
+case "${1:-}" in
+  start)
+    if [[ -f $PGID_FILE ]] && kill -0 -- "-$(cat "$PGID_FILE")" 2>/dev/null; then
+      echo "already running (process group $(cat "$PGID_FILE")); RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
+      exit 0
+    fi
+    mkdir -p "$TEMP_DIR"
+    # setsid: every Ray daemon of this cluster shares one new process group, recorded for `stop`.
+    setsid "$RAY" start --head --port="$GCS_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+      --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >"$TEMP_DIR/start.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$PGID_FILE"
+    wait "$pid" || { cat "$TEMP_DIR/start.log" >&2; echo "ray start failed (log above)" >&2; exit 1; }
+    echo "RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
+    ;;
+  stop)
+    [[ -f $PGID_FILE ]] || { echo "no cluster started from $TEMP_DIR"; exit 0; }
+    kill -TERM -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
+    sleep 3
+    kill -KILL -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
+    rm -f "$PGID_FILE"
+    echo "stopped"
+    ;;
+  *)
+    echo "usage: $0 start|stop" >&2
+    exit 2
+    ;;
+esac

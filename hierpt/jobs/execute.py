@@ -1,0 +1,131 @@
+"""Run one job spec in this process: what `hierpt run SPEC` does, locally or as a Ray job's entrypoint.
+
+The exit code tells the scheduler what kind of failure it was (hierpt/jobs/scheduler.py):
+0 done, 2 the job's own error (bad spec or data: resubmitting cannot help), 75 an infrastructure
+failure (Ray workers or nodes lost beyond the run's own retries: worth resubmitting), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import fsspec
+
+from hierpt.jobs.specs import ContinuedPretrainJob, EvalJob, JobSpec, PrepJob, PretrainJob
+from hierpt.train.config import TrainJob
+
+EXIT_OWN_ERROR = 2
+EXIT_INFRASTRUCTURE = 75
+
+
+def execute(spec: JobSpec) -> dict:
+    if isinstance(spec, PrepJob):
+        from hierpt.data.prep import prepare
+
+        manifest = prepare(spec.recipe, spec.output, spec.workers)
+        return {"output": spec.output, "fingerprint": manifest.fingerprint, "rows": manifest.total_rows}
+    if isinstance(spec, (PretrainJob, ContinuedPretrainJob)):
+        from hierpt.train.run import train
+
+        return train(as_train_job(spec))
+    return evaluate_checkpoints(spec)
+
+
+def as_train_job(spec: PretrainJob | ContinuedPretrainJob) -> TrainJob:
+    """The plain training spec; a continued run starting from another run first exports that run's weights."""
+    fields = spec.model_dump(include=set(TrainJob.model_fields))
+    if isinstance(spec, ContinuedPretrainJob):
+        fields["init_from"] = resolve_export(spec.init_from, f"{spec.run_url}/init-export")
+    return TrainJob.model_validate(fields)
+
+
+def resolve_export(source: str, export_to: str) -> str:
+    """An export directory as it is; a run or checkpoint directory exported once to `export_to`."""
+    from hierpt.model.export import CONFIG
+    from hierpt.train import checkpoint
+
+    fs, root = fsspec.core.url_to_fs(source)
+    if fs.exists(f"{root}/{CONFIG}"):
+        return source
+    target_fs, target_root = fsspec.core.url_to_fs(export_to)
+    if not target_fs.exists(f"{target_root}/{CONFIG}"):
+        checkpoint.export(checkpoint.resolve(source), export_to)
+    return export_to
+
+
+def committed_checkpoints(run_url: str) -> list[tuple[int, str]]:
+    """(step, URL) of every checkpoint Ray Train has committed for a run, oldest first; [] before the first."""
+    from ray.train import Result
+
+    from hierpt.train.checkpoint import read_state
+
+    try:
+        result = Result.from_path(run_url)
+    except (RuntimeError, FileNotFoundError, ValueError):
+        return []
+    found = []
+    for ckpt, metrics in result.best_checkpoints:
+        step = metrics.get("step")
+        if step is None:
+            with ckpt.as_directory() as local:
+                step = read_state(local).step
+        found.append((int(step), _checkpoint_url(ckpt)))
+    return sorted(found)
+
+
+def _checkpoint_url(ckpt) -> str:
+    scheme = ckpt.filesystem.type_name
+    return ckpt.path if scheme == "local" else f"{scheme}://{ckpt.path}"
+
+
+def evaluate_checkpoints(spec: EvalJob) -> dict:
+    """Export and evaluate each target checkpoint; one results file per checkpoint, written when complete."""
+    from hierpt.eval.evaluate import evaluate_checkpoint
+    from hierpt.model.export import load_export
+    from hierpt.model.generate import SamplingConfig, generate_text
+
+    targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
+    if not targets:
+        raise FileNotFoundError(f"run {spec.run} has no committed checkpoint to evaluate")
+    written = []
+    for step, source in targets:
+        name = "result" if step is None else f"step-{step:08d}"
+        export_path = resolve_export(source, f"{spec.output}/{name}-export")
+        result = evaluate_checkpoint(export_path, spec.text)
+        if not spec.robustness:
+            result.pop("robustness", None)
+        model = load_export(export_path)
+        result["samples"] = {p: p + generate_text(model, p, SamplingConfig(max_words=24)) for p in spec.prompts}
+        result["step"] = step
+        url = f"{spec.output}/{name}.json"
+        with fsspec.open(url, "w") as f:
+            json.dump(result, f, indent=2)
+        written.append(url)
+    return {"results": written}
+
+
+OWN_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, AssertionError)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """Own errors stay failed; lost workers, nodes or drivers are worth a resubmit."""
+    import ray.exceptions
+    from ray.train import TrainingFailedError, WorkerGroupError
+
+    if isinstance(error, OWN_ERRORS):
+        return EXIT_OWN_ERROR
+    if isinstance(error, WorkerGroupError):
+        causes = list(error.worker_failures.values())
+        return EXIT_OWN_ERROR if any(isinstance(c, OWN_ERRORS) for c in causes) else EXIT_INFRASTRUCTURE
+    infrastructure = (TrainingFailedError, ray.exceptions.RayError, ConnectionError, TimeoutError)
+    return EXIT_INFRASTRUCTURE if isinstance(error, infrastructure) else 1
+
+
+def main(spec: JobSpec) -> None:
+    try:
+        summary = execute(spec)
+    except Exception as error:  # the exit code carries the failure class to the scheduler
+        print(f"hierpt run: {type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(exit_code_for(error))
+    print(json.dumps(summary))

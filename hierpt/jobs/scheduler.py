@@ -1,0 +1,193 @@
+"""The scheduler: submits job specs to a Ray cluster (Jobs API), resubmits interrupted ones, and evaluates
+every checkpoint of the training runs it launched.
+
+Ray runs a job once and never retries it (ray_deepspeed_notes.md §1.7), so retries live here. A training
+job is resubmitted under the same run name and storage, so it resumes from its latest committed checkpoint.
+What counts as an interruption: a driver stopped by someone else (a node drain, `ray job stop`), killed by a
+signal, or lost with its node, or exit code 75 from `hierpt run` (Ray workers lost beyond the run's own
+retries). A job that failed by its own error (exit code 2: bad spec or data; other exit codes: a bug) stays
+failed: resubmitting it would fail the same way.
+
+All state is in the SQLite store; `tick()` is idempotent, so a scheduler can be killed and restarted at any
+point without losing or duplicating a job (hierpt/jobs/store.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import fsspec
+
+from hierpt.jobs.execute import EXIT_INFRASTRUCTURE, committed_checkpoints
+from hierpt.jobs.specs import EvalJob, JobSpec, forwarded_env, parse_spec
+from hierpt.jobs.store import ACTIVE, Job, Store
+
+TRAINING = ("pretrain", "continued_pretrain")
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def connect(address: str | None = None):
+    """A Jobs API client. Ray 2.60 clusters use token auth by default: the token is sent explicitly (from
+    $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), whatever RAY_AUTH_MODE was at import."""
+    from ray.job_submission import JobSubmissionClient
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ValueError("no Ray cluster address: pass --address or set RAY_ADDRESS (e.g. http://127.0.0.1:8265)")
+    return JobSubmissionClient(address, headers=auth_headers())
+
+
+def auth_headers() -> dict[str, str]:
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if token is None and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class Scheduler:
+    def __init__(self, store: Store, client, entrypoint: str | None = None):
+        self.store = store
+        self.client = client
+        # How a cluster node starts hierpt; the default suits clusters that share this machine's environment.
+        self.entrypoint = entrypoint or f"{shlex.quote(sys.executable)} -m hierpt.cli"
+
+    # -- user commands -------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec, job_id: str | None = None) -> str:
+        """Queue a validated spec; it is sent on the next tick. Credentials are checked now, not on the cluster."""
+        forwarded_env(spec)
+        job_id = job_id or _new_id(spec.kind)
+        raw = spec.model_dump(mode="json")
+        if not self.store.add_job(job_id, spec.kind, raw, spec.run_name):
+            raise ValueError(f"job {job_id!r} exists already")
+        self.tick()
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        job = self.store.job(job_id)
+        self.store.update_job(job_id, state="cancelled", message="cancelled by user")
+        if self.store.submission(job.current_submission) and self._exists(job.current_submission):
+            self.client.stop_job(job.current_submission)
+
+    # -- the reconcile loop ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        for job in self.store.jobs(ACTIVE):
+            if job.state == "queued" and time.time() >= job.retry_at:
+                self._send(job)
+            elif job.state == "running":
+                self._observe(job)
+        self._queue_checkpoint_evals()
+
+    def run(self, poll_s: float = 5.0, until_idle: bool = False) -> None:
+        while True:
+            self.tick()
+            if until_idle and not self.store.jobs(ACTIVE):
+                return
+            time.sleep(poll_s)
+
+    def _send(self, job: Job) -> None:
+        submission_id = self.store.record_submission(job)
+        if not self.store.submission(submission_id)["sent"] and not self._exists(submission_id):
+            spec = parse_spec(job.spec, source=f"job {job.job_id}")
+            self.client.submit_job(
+                entrypoint=f"{self.entrypoint} run --spec-json {shlex.quote(json.dumps(job.spec))}",
+                submission_id=submission_id,
+                runtime_env={"env_vars": {**forwarded_env(spec), "RAY_TRAIN_V2_ENABLED": "1"}},
+                metadata={"hierpt_job": job.job_id, "attempt": str(job.attempts)},
+                entrypoint_num_cpus=spec.entrypoint_num_cpus,
+            )
+        self.store.update_submission(submission_id, sent=1)
+        self.store.update_job(job.job_id, state="running")
+
+    def _exists(self, submission_id: str) -> bool:
+        """Whether Ray already has this submission (sent just before a scheduler crash)."""
+        try:
+            self.client.get_job_info(submission_id)
+        except RuntimeError:
+            return False
+        return True
+
+    def _observe(self, job: Job) -> None:
+        submission_id = job.current_submission
+        info = self.client.get_job_info(submission_id)
+        status = str(info.status.value if hasattr(info.status, "value") else info.status)
+        self.store.update_submission(submission_id, ray_status=status, message=info.message or "")
+        if status not in TERMINAL:
+            return
+        if status == "SUCCEEDED":
+            self.store.update_job(job.job_id, state="succeeded", message="")
+            if job.kind == "eval":
+                self._ingest_eval(job)
+            return
+        if is_interruption(status, info.driver_exit_code):
+            self._resubmit(job, f"{status} (exit code {info.driver_exit_code}): {info.message}")
+        else:
+            self.store.update_job(job.job_id, state="failed", message=f"{status}: {info.message}")
+
+    def _resubmit(self, job: Job, reason: str) -> None:
+        policy = parse_spec(job.spec).retry
+        if job.attempts >= policy.max_resubmits:
+            self.store.update_job(job.job_id, state="failed", message=f"resubmit budget spent; last: {reason}")
+            return
+        self.store.update_job(
+            job.job_id,
+            state="queued",
+            attempts=job.attempts + 1,
+            retry_at=time.time() + policy.delay(job.attempts + 1),
+            message=f"resubmitting after: {reason}",
+        )
+
+    # -- checkpoint evaluation ---------------------------------------------------------------------------
+    def _queue_checkpoint_evals(self) -> None:
+        """One eval job per committed checkpoint of every training job launched here that asks for evals.
+
+        A run is watched while it is active and scanned once more after it ends, for its last checkpoint.
+        """
+        for job in self.store.jobs(kind=None):
+            if job.kind not in TRAINING or not job.spec.get("evaluate") or job.evals_queued:
+                continue
+            settings = job.spec["evaluate"]
+            run_url = f"{job.spec['storage'].rstrip('/')}/{job.spec['name']}"
+            for step, checkpoint in committed_checkpoints(run_url):
+                spec = EvalJob(
+                    kind="eval",
+                    checkpoint=checkpoint,
+                    output=f"{run_url}/evals/step-{step:08d}",
+                    env=job.spec.get("env", []),
+                    **settings,
+                )
+                self.store.add_job(
+                    f"{job.job_id}-eval-{step:08d}",
+                    "eval",
+                    spec.model_dump(mode="json"),
+                    job.run_name,
+                    parent_job=job.job_id,
+                    checkpoint=checkpoint,
+                    step=step,
+                )
+            if job.state not in ACTIVE:
+                self.store.update_job(job.job_id, evals_queued=1)
+
+    def _ingest_eval(self, job: Job) -> None:
+        spec = parse_spec(job.spec)
+        with fsspec.open(f"{spec.output}/result.json") as f:
+            result = json.load(f)
+        self.store.put_result(job.run_name, job.step, result)
+
+
+def is_interruption(status: str, exit_code: int | None) -> bool:
+    """Stopped from outside, killed, or lost with its node; not the job's own failure."""
+    if status == "STOPPED":
+        return True
+    if exit_code is None or exit_code < 0 or exit_code >= 128:
+        return True  # no exit code: the driver or its node vanished; >= 128 / < 0: killed by a signal
+    return exit_code == EXIT_INFRASTRUCTURE
+
+
+def _new_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"

@@ -1,0 +1,147 @@
+"""Job specs: what `hierpt run` executes and `hierpt jobs submit` sends to a Ray cluster.
+
+One YAML file = one job, its `kind` picks the model: `prep`, `pretrain`, `continued_pretrain` or `eval`.
+Specs are validated completely before anything is submitted; errors name the file and the field path.
+Secrets never live in specs: `env` names environment variables whose values the submitter forwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from hierpt.train.config import TrainJob
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class RetryPolicy(BaseModel):
+    """How the scheduler treats interruptions (preemption, node loss, a stopped driver)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_resubmits: int = Field(10, ge=0)
+    backoff_s: float = Field(10.0, ge=0)
+    backoff_max_s: float = Field(600.0, ge=0)
+
+    def delay(self, attempt: int) -> float:
+        return min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1))
+
+
+class Submission(BaseModel):
+    """Fields every job kind shares: where it runs and what it needs from the submitter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    env: list[str] = Field(default_factory=list)  # names of environment variables to forward (credentials)
+    retry: RetryPolicy = RetryPolicy()
+    entrypoint_num_cpus: float = Field(0, ge=0)
+
+    @field_validator("env")
+    @classmethod
+    def _names_only(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name (specs hold names, never values)")
+        return names
+
+
+class PrepJob(Submission):
+    kind: Literal["prep"]
+    recipe: str  # path of a recipe YAML (data_prep/README.md)
+    output: str
+    workers: int | None = Field(None, ge=1)
+
+    @property
+    def run_name(self) -> str | None:
+        return None
+
+
+class EvaluateSettings(BaseModel):
+    """What the scheduler evaluates on every committed checkpoint of a training run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str  # held-out JSONL (`text`, `lang`)
+    prompts: list[str] = Field(default_factory=lambda: ["The "])
+    robustness: bool = True
+
+
+class PretrainJob(Submission, TrainJob):
+    kind: Literal["pretrain"]
+    evaluate: EvaluateSettings | None = None
+
+    @property
+    def run_name(self) -> str:
+        return self.name
+
+
+class ContinuedPretrainJob(Submission, TrainJob):
+    """Continue from an export or from another run's latest checkpoint, on new data.
+
+    `init_from` is an export directory or a run URL; `optimizer.warmup_steps` re-warms the learning rate.
+    """
+
+    kind: Literal["continued_pretrain"]
+    init_from: str
+    evaluate: EvaluateSettings | None = None
+    freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)
+
+    @property
+    def run_name(self) -> str:
+        return self.name
+
+
+class EvalJob(Submission):
+    """Evaluate one checkpoint (`checkpoint`) or every committed checkpoint of a run (`run`)."""
+
+    kind: Literal["eval"]
+    checkpoint: str | None = None  # an export directory, or a checkpoint directory inside a run
+    run: str | None = None  # a run URL: every committed checkpoint
+    text: str  # held-out text: JSONL with `text` and `lang` (any UTF-8 text works)
+    output: str  # where results JSON files go
+    prompts: list[str] = Field(default_factory=lambda: ["The "])
+    robustness: bool = True
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EvalJob:
+        if (self.checkpoint is None) == (self.run is None):
+            raise ValueError("set exactly one of `checkpoint` and `run`")
+        return self
+
+    @property
+    def run_name(self) -> str | None:
+        return None
+
+
+JobSpec = Annotated[PrepJob | PretrainJob | ContinuedPretrainJob | EvalJob, Field(discriminator="kind")]
+_ADAPTER = TypeAdapter(JobSpec)
+
+
+def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: a job spec is a YAML mapping")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ValueError(f"{source}: {where}: {first['msg']}") from None
+
+
+def load_spec(path: str | os.PathLike) -> JobSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such job spec")
+    with path.open() as f:
+        return parse_spec(yaml.safe_load(f), source=str(path))
+
+
+def forwarded_env(spec: JobSpec) -> dict[str, str]:
+    """Values of the variables the spec names, from this process; a missing one is an error now, not later."""
+    missing = [name for name in spec.env if name not in os.environ]
+    if missing:
+        raise ValueError(f"the spec needs environment variables that are not set: {', '.join(missing)}")
+    return {name: os.environ[name] for name in spec.env}

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from hierpt.jobs.specs import ContinuedPretrainJob, EvalJob, PretrainJob, forwarded_env, load_spec, parse_spec
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
+
+PRETRAIN = {"kind": "pretrain", "name": "r", "storage": "/tmp/runs", "data": {"shards": "/tmp/shards"}, "steps": 10}
+
+
+@pytest.mark.parametrize("path", sorted(JOBS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_is_valid(path):
+    load_spec(path)
+
+
+def test_kinds_pick_their_model():
+    assert isinstance(parse_spec(PRETRAIN), PretrainJob)
+    cont = parse_spec({**PRETRAIN, "kind": "continued_pretrain", "init_from": "/tmp/export", "freeze": ["backbone"]})
+    assert isinstance(cont, ContinuedPretrainJob) and cont.freeze == ["backbone"]
+    ev = parse_spec({"kind": "eval", "run": "/tmp/runs/r", "text": "x.jsonl", "output": "/tmp/e"})
+    assert isinstance(ev, EvalJob)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"kind": "pretrian"}, "kind"),
+        ({"steps": 0}, "steps"),
+        ({"optimizer": {"lr": -1}}, "optimizer.lr"),
+        ({"zero_stage": 4}, "zero_stage"),
+        ({"num_workers": [3, 2]}, "num_workers"),
+        ({"env": ["AWS_SECRET_ACCESS_KEY=abc"]}, "env"),
+        ({"retry": {"max_resubmits": -1}}, "retry.max_resubmits"),
+        ({"stepz": 5}, "stepz"),
+    ],
+)
+def test_invalid_specs_are_refused_naming_the_field(change, field):
+    with pytest.raises(ValueError) as error:
+        parse_spec({**PRETRAIN, **change}, source="bad.yaml")
+    message = str(error.value)
+    assert message.startswith("bad.yaml: ") and field in message and "\n" not in message
+
+
+def test_continued_pretraining_needs_a_source_and_eval_needs_one_target():
+    with pytest.raises(ValueError, match="init_from"):
+        parse_spec({**PRETRAIN, "kind": "continued_pretrain"})
+    with pytest.raises(ValueError, match="exactly one"):
+        parse_spec({"kind": "eval", "run": "r", "checkpoint": "c", "text": "t", "output": "o"})
+
+
+def test_missing_credentials_are_reported_before_submission(monkeypatch):
+    monkeypatch.delenv("HIERPT_TEST_SECRET", raising=False)
+    spec = parse_spec({**PRETRAIN, "env": ["HIERPT_TEST_SECRET"]})
+    with pytest.raises(ValueError, match="HIERPT_TEST_SECRET"):
+        forwarded_env(spec)
+    monkeypatch.setenv("HIERPT_TEST_SECRET", "s3cr3t")
+    assert forwarded_env(spec) == {"HIERPT_TEST_SECRET": "s3cr3t"}
+    assert "s3cr3t" not in spec.model_dump_json()
+
+
+def test_retry_backoff_grows_and_is_capped():
+    policy = parse_spec(PRETRAIN).retry
+    delays = [policy.delay(n) for n in range(1, 12)]
+    assert delays == sorted(delays) and delays[-1] == policy.backoff_max_s

@@ -1,0 +1,30 @@
+from hierpt.jobs.scheduler import is_interruption
+from hierpt.jobs.store import Store
+
+
+def test_store_survives_reopening_and_records_each_submission_once(tmp_path):
+    store = Store(tmp_path / "s.db")
+    assert store.add_job("j1", "pretrain", {"a": 1}, "run")
+    assert not store.add_job("j1", "pretrain", {"a": 1}, "run")
+    job = store.job("j1")
+    assert store.record_submission(job) == store.record_submission(job) == "j1-a0"
+    store.close()
+    reopened = Store(tmp_path / "s.db")
+    assert [s["submission_id"] for s in reopened.submissions("j1")] == ["j1-a0"]
+    assert reopened.job("j1").spec == {"a": 1}
+
+
+def test_one_eval_job_per_checkpoint_of_a_run(tmp_path):
+    store = Store(tmp_path / "s.db")
+    assert store.add_job("e1", "eval", {}, "run", checkpoint="/runs/run/checkpoint_1", step=5)
+    assert not store.add_job("e2", "eval", {}, "run", checkpoint="/runs/run/checkpoint_1", step=5)
+    assert store.add_job("e3", "eval", {}, "other-run", checkpoint="/runs/run/checkpoint_1", step=5)
+
+
+def test_interruptions_are_told_apart_from_own_failures():
+    assert is_interruption("STOPPED", None)
+    assert is_interruption("FAILED", None)  # driver or node vanished
+    assert is_interruption("FAILED", -9) and is_interruption("FAILED", 137)  # killed by a signal
+    assert is_interruption("FAILED", 75)  # hierpt run: workers lost beyond the run's retries
+    assert not is_interruption("FAILED", 2)  # bad spec or data
+    assert not is_interruption("FAILED", 1)  # a bug: resubmitting fails the same way
