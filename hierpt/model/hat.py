@@ -217,7 +217,17 @@ class HAT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
     def encode_words(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Word vectors [n, backbone_dim] from word bytes [n, L] (PAD after each word's `lengths` bytes)."""
+        """Word vectors [n, backbone_dim] from word bytes [n, L] (PAD after each word's `lengths` bytes).
+
+        Words run in groups of similar length, each trimmed to its longest word: multilingual batches mix
+        2-byte and 40-byte words, and padding all to the longest would multiply the encoder's work.
+        """
+        groups = length_groups(lengths)
+        vectors = [self._encode_group(word_bytes[index, :width], lengths[index]) for index, width in groups]
+        order = torch.cat([index for index, _ in groups])
+        return torch.cat(vectors)[torch.argsort(order)]
+
+    def _encode_group(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n, L = word_bytes.shape
         marks = torch.full((n, 1), WORD_MARK, dtype=torch.long, device=word_bytes.device)
         tokens = torch.cat((marks, word_bytes.long()), dim=1)
@@ -235,22 +245,32 @@ class HAT(nn.Module):
         return self.lm_head(self.decoder(inputs))
 
     def forward(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> HATOutput:
-        return self.score(*self.predict(word_bytes, lengths))
+        predictive, spelled, spelled_lens = self.contexts(word_bytes, lengths)
+        if not len(spelled_lens):  # every sequence is a single word: nothing to predict, the graph stays whole
+            return self.score(self.lm_head(predictive[:, None]), spelled_lens.new_full((0, 1), IGNORE))
+        scores = []
+        for index, width in length_groups(spelled_lens):  # as in encode_words: groups of similar length
+            group_bytes, group_lens = spelled[index, :width], spelled_lens[index]
+            logits = self.decode_logits(predictive[index], group_bytes)
+            scores.append(self.score(logits, end_of_word_targets(group_bytes, group_lens)))
+        return merge_scores(scores)
 
     def predict(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder logits [n, L+1, 256] and targets [n, L+1] for every predicted word, in row-major order."""
+        """Decoder logits [n, L+1, 256] and targets [n, L+1] of every predicted word, in row-major order."""
+        predictive, spelled, spelled_lens = self.contexts(word_bytes, lengths)
+        return self.decode_logits(predictive, spelled), end_of_word_targets(spelled, spelled_lens)
+
+    def contexts(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Encoder + backbone: the predictive embedding [n, d] of every predicted word, its bytes and length."""
         B, N, L = word_bytes.shape  # sequences, words per sequence, bytes per word; lengths: [B, N], 0 = no word
         word_bytes = word_bytes.long()
         present = lengths > 0
         vectors = self.encode_words(word_bytes[present], lengths[present])
         backbone_in = vectors.new_zeros(B, N, vectors.shape[-1]).index_put((present,), vectors)
         predictive = self.run_backbone(backbone_in)
-
         # word j is spelled from the backbone output at word j-1; the first word of a sequence is context only
         predicted = present[:, 1:]
-        targets_bytes, target_lens = word_bytes[:, 1:][predicted], lengths[:, 1:][predicted]
-        logits = self.decode_logits(predictive[:, :-1][predicted], targets_bytes)
-        return logits, end_of_word_targets(targets_bytes, target_lens)
+        return predictive[:, :-1][predicted], word_bytes[:, 1:][predicted], lengths[:, 1:][predicted]
 
     @staticmethod
     def score(logits: torch.Tensor, targets: torch.Tensor) -> HATOutput:
@@ -274,6 +294,29 @@ class HAT(nn.Module):
 
     def flops_per_word(self, bytes_per_word: float) -> float:
         return flops_per_word(self.config, bytes_per_word)
+
+
+def length_groups(lengths: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """Words grouped by the power of two above their length + 1: (indices, longest length) per group."""
+    keys = torch.ceil(torch.log2(lengths.float() + 1)).long()
+    groups = []
+    for key in torch.unique(keys).tolist():
+        index = torch.nonzero(keys == key).squeeze(1)
+        groups.append((index, int(lengths[index].max())))
+    return groups
+
+
+def merge_scores(scores: list[HATOutput]) -> HATOutput:
+    """Sum the scores of disjoint groups of words; the loss stays the mean over all their targets."""
+    targets = sum(s.targets for s in scores)
+    return HATOutput(
+        loss=sum(s.loss * s.targets for s in scores) / targets.clamp(min=1),
+        nll_sum=sum(s.nll_sum for s in scores),
+        targets=targets,
+        utf8_bytes=sum(s.utf8_bytes for s in scores),
+        words=sum(s.words for s in scores),
+        words_correct=sum(s.words_correct for s in scores),
+    )
 
 
 def end_of_word_targets(word_bytes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -309,7 +352,7 @@ def build_meta(config: HATConfig) -> HAT:
         return HAT(config)
 
 
-def _stack_flops(stack: StackConfig, tokens_per_seq: float) -> float:
+def stack_flops(stack: StackConfig, tokens_per_seq: float) -> float:
     """Forward FLOPs per token: 2 x weights, plus attention scores and values over tokens_per_seq keys."""
     weights = stack.layers * (4 * stack.dim**2 + 3 * stack.dim * stack.mlp_hidden)
     attention = stack.layers * 2 * 2 * stack.dim * tokens_per_seq
@@ -324,7 +367,7 @@ def flops_per_word(config: HATConfig, bytes_per_word: float) -> float:
     """
     enc, bb, dec = config.encoder, config.backbone, config.decoder
     byte_positions = bytes_per_word + 1
-    encoder = byte_positions * _stack_flops(enc, byte_positions) + 2 * enc.dim * bb.dim
-    backbone = _stack_flops(bb, config.seq_words / 2)
-    decoder = 2 * bb.dim * dec.dim + byte_positions * (_stack_flops(dec, byte_positions / 2) + 2 * dec.dim * VOCAB_SIZE)
+    encoder = byte_positions * stack_flops(enc, byte_positions) + 2 * enc.dim * bb.dim
+    backbone = stack_flops(bb, config.seq_words / 2)
+    decoder = 2 * bb.dim * dec.dim + byte_positions * (stack_flops(dec, byte_positions / 2) + 2 * dec.dim * VOCAB_SIZE)
     return 3 * (encoder + backbone + decoder)

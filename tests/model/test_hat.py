@@ -132,3 +132,22 @@ def test_unknown_preset_and_bad_shapes_are_refused():
         HATConfig.from_name("13b")
     with pytest.raises(ValueError, match="heads"):
         HATConfig.from_name("tiny", encoder=HATConfig.from_name("tiny").encoder.__class__(dim=60, layers=1, heads=7))
+
+
+def test_length_groups_give_the_same_loss_as_one_padded_pass():
+    """forward() runs words in groups of similar length; predict() pads all to the longest: same numbers."""
+    model = tiny_model().eval()
+    texts = [TEXT, "a bb ccc dddd Donaudampfschifffahrt " + "क्षत्रिय" * 3, "Ω"]
+    with torch.no_grad():
+        grouped = model(*batch(*texts))
+        padded = model.score(*model.predict(*batch(*texts)))
+    assert grouped.targets == padded.targets and grouped.words_correct == padded.words_correct
+    assert torch.allclose(grouped.nll_sum, padded.nll_sum, rtol=1e-5)
+    assert torch.allclose(grouped.loss, padded.loss, rtol=1e-5)
+
+
+def test_a_batch_with_nothing_to_predict_has_zero_targets_and_still_backpropagates():
+    model = tiny_model()
+    out = model(*words_to_tensors([[b"x"], [b"y"]], MAX_BYTES))
+    assert out.targets == 0 and out.words == 0
+    out.loss.backward()

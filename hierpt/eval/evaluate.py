@@ -1,0 +1,223 @@
+"""Evaluate a model on any UTF-8 text: bits/byte, word accuracy, robustness and compression per language.
+
+Both models are scored on exactly the UTF-8 bytes of each document. A sequence's first position is context
+only, so each document is preceded by the end-of-document symbol as context — the `[S]` word for the HAT, the
+end-of-document token for the baseline — as it is in training, where documents are packed after one another.
+The model then predicts every byte of the document and its end. A document longer than the model's sequence
+is cut into windows that overlap by one position (the last of one window is the context of the next), so
+every position is predicted exactly once.
+
+Word accuracy counts the HAT's words (and the document end) for both models: for the HAT a word is right when
+the argmax gets all its bytes and its end mark; for the baseline, when it gets every token covering its bytes.
+
+Input: JSONL (``.jsonl``, optionally compressed: one object per line with ``text`` and optional ``lang``) or
+plain text (documents separated by blank lines). Documents without ``lang`` count as ``und``; ``all``
+aggregates them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import torch
+
+from hierpt.data.bpe import BPETokenizer
+from hierpt.eval.metrics import ScoreSums, compression, relative_increase
+from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
+from hierpt.model.baseline import Baseline, is_baseline_export, load_baseline_export
+from hierpt.model.export import load_export
+from hierpt.model.hat import HAT, IGNORE
+from hierpt.splitting import DEFAULT_MAX_WORD_BYTES, END_OF_DOC_WORD, split_words, words_to_tensors
+
+UNDETERMINED = "und"
+ALL = "all"
+BATCH_POSITIONS = 8192  # padded positions (words or tokens) per forward
+
+Scorer = Callable[[Sequence[str]], ScoreSums]
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    lang: str = UNDETERMINED
+
+
+def read_documents(url: str) -> list[Document]:
+    """Documents of a JSONL or plain-text file (any fsspec URL); bad lines are named by number."""
+    with fsspec.open(url, "r", encoding="utf-8", compression="infer") as f:
+        raw = f.read()
+    if ".jsonl" in url.rsplit("/", 1)[-1]:  # also .jsonl.gz, .jsonl.zst
+        documents = [
+            _json_document(line, url, number) for number, line in enumerate(raw.splitlines(), 1) if line.strip()
+        ]
+    else:
+        documents = [Document(part.strip("\n")) for part in raw.split("\n\n") if part.strip()]
+    documents = [doc for doc in documents if doc.text]
+    if not documents:
+        raise ValueError(f"{url}: no documents with text")
+    return documents
+
+
+def _json_document(line: str, url: str, number: int) -> Document:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{url}:{number}: not JSON ({error.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise ValueError(f"{url}:{number}: needs a string field `text`")
+    lang = record.get("lang") or UNDETERMINED
+    if not isinstance(lang, str) or lang == ALL:
+        raise ValueError(f"{url}:{number}: `lang` must be a string other than {ALL!r}")
+    return Document(record["text"], lang)
+
+
+def window_starts(n: int, length: int) -> range:
+    """Starts of windows of at most `length` positions over n, overlapping by one (see `windows`)."""
+    return range(0, n - 1, length - 1)
+
+
+def windows(sequence: Sequence, length: int) -> list[Sequence]:
+    """Windows of at most `length` positions overlapping by one, so every position but the first is predicted once."""
+    return [sequence[start : start + length] for start in window_starts(len(sequence), length)]
+
+
+def _batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
+    """Indices of sequences, longest first, as many per batch as fit `budget` padded positions."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    while order:
+        count = max(1, budget // lengths[order[0]])
+        yield order[:count]
+        order = order[count:]
+
+
+@torch.inference_mode()
+def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -> ScoreSums:
+    config, device = model.config, next(model.parameters()).device
+    sequences = []
+    for text in texts:
+        words = [END_OF_DOC_WORD, *split_words(text, config.max_word_bytes), END_OF_DOC_WORD]
+        sequences.extend(windows(words, config.seq_words))
+    sums = ScoreSums()
+    for index in _batches([len(s) for s in sequences], budget):
+        word_bytes, lengths = words_to_tensors([sequences[i] for i in index], config.max_word_bytes)
+        sums.add(model(word_bytes.to(device), lengths.to(device)))
+    return sums
+
+
+@torch.inference_mode()
+def score_baseline(
+    model: Baseline, tokenizer: BPETokenizer, texts: Sequence[str], budget: int = BATCH_POSITIONS
+) -> ScoreSums:
+    """Sums over the documents' tokens, and word accuracy over the documents' HAT words (see `_words_correct`)."""
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model embeds {model.config.vocab_size}")
+    device, eod, byte_counts = next(model.parameters()).device, tokenizer.eod_id, tokenizer.token_bytes()
+    documents = [torch.tensor([eod, *ids, eod]) for ids in tokenizer.encode_batch(texts)]
+    pieces = [
+        (d, start) for d, doc in enumerate(documents) for start in window_starts(len(doc), model.config.seq_tokens)
+    ]
+    lengths = [min(model.config.seq_tokens, len(documents[d]) - start) for d, start in pieces]
+    correct = [torch.zeros(len(doc), dtype=torch.bool) for doc in documents]  # entry t: token t predicted right
+    sums = ScoreSums()
+    for index in _batches(lengths, budget):
+        tokens = torch.full((len(index), lengths[index[0]]), IGNORE, dtype=torch.int64)
+        for row, i in enumerate(index):
+            d, start = pieces[i]
+            tokens[row, : lengths[i]] = documents[d][start : start + lengths[i]]
+        logits = model.predict(tokens.to(device))
+        sums.add(model.score(logits, tokens.to(device), byte_counts[tokens.clamp(min=0)].to(device)))
+        right = logits.argmax(-1).cpu() == tokens[:, 1:]
+        for row, i in enumerate(index):
+            d, start = pieces[i]
+            correct[d][start + 1 : start + lengths[i]] = right[row, : lengths[i] - 1]
+    for text, doc, doc_correct in zip(texts, documents, correct):
+        words, words_correct = _words_correct(text, byte_counts[doc], doc_correct)
+        sums.words += words
+        sums.words_correct += words_correct
+    return sums
+
+
+def _words_correct(text: str, token_bytes: torch.Tensor, correct: torch.Tensor) -> tuple[int, int]:
+    """Word accuracy of a token model, on the HAT's words: a word is right when every token that covers any of
+    its bytes was predicted right; the end-of-document token counts as the `[S]` word, as for the HAT."""
+    token_end = token_bytes.cumsum(0)
+    token_start = token_end - token_bytes
+    word_bytes = torch.tensor([len(w) for w in split_words(text, DEFAULT_MAX_WORD_BYTES)], dtype=torch.int64)
+    word_end = word_bytes.cumsum(0)
+    word_start = word_end - word_bytes
+    first = torch.searchsorted(token_end, word_start, right=True)  # first token ending after the word starts
+    last = torch.searchsorted(token_start, word_end, right=False) - 1  # last token starting before it ends
+    wrong_before = torch.cat((torch.zeros(1, dtype=torch.int64), (~correct).long().cumsum(0)))
+    words_right = (wrong_before[last + 1] - wrong_before[first] == 0).sum()
+    return len(word_bytes) + 1, int(words_right) + int(correct[-1])
+
+
+def evaluate(
+    score: Scorer,
+    documents: Sequence[Document],
+    seed: int = 0,
+    rate: float = RATE,
+    perturbations: Sequence[str] = PERTURBATIONS,
+    max_word_bytes: int = DEFAULT_MAX_WORD_BYTES,
+    tokenizer: BPETokenizer | None = None,
+) -> dict:
+    """All metrics per language (and `all`): one JSON-ready dict, the same for the same inputs and seed.
+
+    Perturbations are a property of the text (HAT words with the default word limit), so two models evaluated
+    with the same seed see the same perturbed documents.
+    """
+    by_lang: dict[str, list[str]] = {}
+    for doc in documents:
+        by_lang.setdefault(doc.lang, []).append(doc.text)
+    result: dict = {"seed": seed, "rate": rate, "docs": {lang: len(texts) for lang, texts in by_lang.items()}}
+
+    def per_language(kind: str | None) -> dict[str, ScoreSums]:
+        """Sums per language (and all) of the clean text, or of the text under perturbation `kind`."""
+        sums = {
+            lang: score(texts if kind is None else [perturb(text, kind, seed, rate) for text in texts])
+            for lang, texts in by_lang.items()
+        }
+        sums[ALL] = sum(sums.values(), ScoreSums())
+        return sums
+
+    clean = per_language(None)
+    result["bits_per_byte"] = {lang: s.bits_per_byte for lang, s in clean.items()}
+    if clean[ALL].words:
+        result["word_accuracy"] = {lang: s.word_accuracy for lang, s in clean.items()}
+    result["perturbed_bits_per_byte"], result["robustness"] = {}, {}
+    for kind in perturbations:
+        perturbed = per_language(kind)
+        result["perturbed_bits_per_byte"][kind] = {lang: s.bits_per_byte for lang, s in perturbed.items()}
+        result["robustness"][kind] = {
+            lang: relative_increase(s.bits_per_byte, clean[lang].bits_per_byte) for lang, s in perturbed.items()
+        }
+    all_texts = [text for texts in by_lang.values() for text in texts]
+    result["compression"] = {
+        lang: compression(texts, max_word_bytes, tokenizer) for lang, texts in [*by_lang.items(), (ALL, all_texts)]
+    }
+    return result
+
+
+def evaluate_checkpoint(
+    checkpoint: str, text: str, seed: int = 0, rate: float = RATE, tokenizer: str | None = None, device: str = "cpu"
+) -> dict:
+    """`evaluate` for an export (HAT, or baseline with its own tokenizer) on a JSONL or plain-text file.
+
+    `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a baseline always reports its own.
+    """
+    documents = read_documents(text)
+    if is_baseline_export(checkpoint):
+        model, bpe = load_baseline_export(checkpoint, device)
+        score: Scorer = functools.partial(score_baseline, model, bpe)
+        kind, max_word_bytes = "baseline", DEFAULT_MAX_WORD_BYTES
+    else:
+        model = load_export(checkpoint, device)
+        bpe = BPETokenizer.load(tokenizer) if tokenizer else None
+        score = functools.partial(score_hat, model)
+        kind, max_word_bytes = "hat", model.config.max_word_bytes
+    result = evaluate(score, documents, seed=seed, rate=rate, max_word_bytes=max_word_bytes, tokenizer=bpe)
+    return {"checkpoint": checkpoint, "model": kind, "text": text, **result}

@@ -1,0 +1,194 @@
+"""Side-by-side comparison of two evaluated models or runs: a table and PNG plots (`hierpt compare A B`).
+
+A side is either an eval result (the JSON `hierpt eval --json` prints, saved to a file) or a run directory
+holding ``eval.json`` (that result) and/or training metrics: ``metrics.jsonl`` (one step per line with
+``bytes_seen`` and ``bits_per_byte`` or ``loss``), or else the trainer's TensorBoard events under
+``tensorboard/`` (``train/*`` scalars; bytes seen = running sum of bytes_per_s x step_seconds). Plots: the
+training curve against bytes seen (when both sides have metrics; bits/byte is comparable between HAT and
+baseline, their losses are not), bits/byte per language, and robustness per perturbation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EVAL_FILE = "eval.json"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+BYTES_SEEN = "bytes_seen"
+CURVE_KEYS = ("bits_per_byte", "loss")  # the first one both runs log is plotted
+COMPRESSION_RATIOS = (".bytes_per_word", ".bytes_per_token")  # compared; the raw counts are not
+
+
+@dataclass(frozen=True)
+class Side:
+    name: str
+    result: dict = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+
+
+def load_side(path: str) -> Side:
+    """An eval result file, or a run directory with eval.json and/or metrics.jsonl; errors name the path."""
+    location = Path(path)
+    if location.is_file():
+        return Side(location.stem, _read_result(location))
+    if not location.is_dir():
+        raise FileNotFoundError(f"{path}: no such eval result or run directory")
+    result = _read_result(location / EVAL_FILE) if (location / EVAL_FILE).is_file() else {}
+    if (location / METRICS_FILE).is_file():
+        metrics = _read_metrics(location / METRICS_FILE)
+    elif (location / TENSORBOARD_DIR).is_dir():
+        metrics = _read_tensorboard(location / TENSORBOARD_DIR)
+    else:
+        metrics = []
+    if not result and not metrics:
+        raise ValueError(f"{path}: a run directory needs {EVAL_FILE}, {METRICS_FILE} or {TENSORBOARD_DIR}/ events")
+    return Side(location.name, result, metrics)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    metrics = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+    return metrics
+
+
+def _read_tensorboard(directory: Path) -> list[dict]:
+    """Per-step records from the trainer's `train/<key>` scalars; a step logged twice (resume) counts once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: dict[int, dict] = {}
+    for events in sorted({p.parent for p in directory.rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            for event in accumulator.Scalars(tag):
+                steps.setdefault(event.step, {})[tag.removeprefix("train/")] = event.value
+    metrics, seen = [], 0.0
+    for step in sorted(steps):
+        record = steps[step]
+        if "bytes_per_s" in record and "step_seconds" in record:
+            seen += record["bytes_per_s"] * record["step_seconds"]
+            metrics.append({"step": step, BYTES_SEEN: seen, **record})
+    return metrics
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error.msg})") from None
+    if not isinstance(result, dict) or "bits_per_byte" not in result:
+        raise ValueError(f"{path}: not an eval result (no bits_per_byte)")
+    return result
+
+
+def flatten(result: dict) -> dict[str, float]:
+    """Dotted metric names -> values: every metric, and of compression the ratios only."""
+    rows: dict[str, float] = {}
+    for section in ("bits_per_byte", "word_accuracy", "robustness", "compression"):
+        stack = [(section, result.get(section, {}))]
+        while stack:
+            prefix, node = stack.pop()
+            if isinstance(node, dict):
+                stack.extend((f"{prefix}.{key}", value) for key, value in node.items())
+            elif isinstance(node, (int, float)) and not isinstance(node, bool):
+                if section != "compression" or prefix.endswith(COMPRESSION_RATIOS):
+                    rows[prefix] = float(node)
+    return dict(sorted(rows.items()))
+
+
+def format_result(result: dict) -> str:
+    """One eval result as `metric  value` lines."""
+    rows = flatten(result)
+    width = max(len(name) for name in rows)
+    return "\n".join(f"{name:<{width}}  {value:.4f}" for name, value in rows.items())
+
+
+def comparison_rows(a: Side, b: Side) -> list[tuple[str, float | None, float | None]]:
+    flat_a, flat_b = flatten(a.result), flatten(b.result)
+    return [(name, flat_a.get(name), flat_b.get(name)) for name in sorted(flat_a.keys() | flat_b.keys())]
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_table(a: Side, b: Side) -> str:
+    """Metric | A | B | B/A, one metric per line; '-' where a side lacks the metric."""
+    rows = comparison_rows(a, b)
+    width = max([len("metric"), *(len(name) for name, _, _ in rows)])
+    lines = [f"{'metric':<{width}}  {a.name[:12]:>12}  {b.name[:12]:>12}  {'B/A':>8}"]
+    for name, value_a, value_b in rows:
+        ratio = "-" if value_a in (None, 0.0) or value_b is None else f"{value_b / value_a:.3f}"
+        lines.append(f"{name:<{width}}  {_cell(value_a):>12}  {_cell(value_b):>12}  {ratio:>8}")
+    return "\n".join(lines)
+
+
+def _bars(axis, groups: list[str], sides: list[Side], values: list[list[float]]) -> None:
+    width = 0.8 / len(sides)
+    for i, (side, heights) in enumerate(zip(sides, values)):
+        axis.bar([g + i * width for g in range(len(groups))], heights, width, label=side.name)
+    axis.set_xticks([g + width * (len(sides) - 1) / 2 for g in range(len(groups))], groups)
+    axis.legend()
+
+
+def write_plots(a: Side, b: Side, output: Path) -> list[Path]:
+    """The PNGs both sides have data for; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output.mkdir(parents=True, exist_ok=True)
+    sides, written = [a, b], []
+
+    def save(figure, name: str) -> None:
+        figure.tight_layout()
+        figure.savefig(output / name, dpi=100)
+        plt.close(figure)
+        written.append(output / name)
+
+    curve_key = next((k for k in CURVE_KEYS if all(any(k in m for m in s.metrics) for s in sides)), None)
+    if curve_key:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for side in sides:
+            points = [(m[BYTES_SEEN], m[curve_key]) for m in side.metrics if BYTES_SEEN in m and curve_key in m]
+            axis.plot([p[0] for p in points], [p[1] for p in points], label=side.name)
+        axis.set(xlabel="bytes seen", ylabel=curve_key, title=f"training {curve_key} vs bytes seen")
+        axis.legend()
+        save(figure, "loss_vs_bytes.png")
+
+    if all(s.result for s in sides):
+        langs = sorted(set(a.result["bits_per_byte"]) | set(b.result["bits_per_byte"]))
+        figure, axis = plt.subplots(figsize=(6, 4))
+        _bars(axis, langs, sides, [[s.result["bits_per_byte"].get(lang, 0.0) for lang in langs] for s in sides])
+        axis.set(ylabel="bits per byte", title="bits/byte per language")
+        save(figure, "bits_per_byte.png")
+
+        kinds = sorted(set(a.result.get("robustness", {})) | set(b.result.get("robustness", {})))
+        if kinds:
+            figure, axis = plt.subplots(figsize=(6, 4))
+            heights = [[s.result.get("robustness", {}).get(k, {}).get("all", 0.0) for k in kinds] for s in sides]
+            _bars(axis, kinds, sides, heights)
+            axis.set(ylabel="relative bits/byte increase", title="robustness (all languages)")
+            save(figure, "robustness.png")
+    return written
+
+
+def compare(path_a: str, path_b: str, output: str) -> tuple[str, list[Path]]:
+    """Load both sides, write the table (comparison.txt) and the plots into `output`; returns table and PNGs."""
+    a, b = load_side(path_a), load_side(path_b)
+    if a.name == b.name:
+        a, b = Side(f"A:{a.name}", a.result, a.metrics), Side(f"B:{b.name}", b.result, b.metrics)
+    table = format_table(a, b) if a.result or b.result else "(no eval results to compare)"
+    directory = Path(output)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "comparison.txt").write_text(table + "\n")
+    return table, write_plots(a, b, directory)

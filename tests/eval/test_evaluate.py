@@ -1,0 +1,179 @@
+import contextlib
+import gzip
+import io
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from hierpt.cli import main
+from hierpt.eval.evaluate import (
+    Document,
+    _words_correct,
+    read_documents,
+    score_baseline,
+    score_hat,
+    windows,
+)
+from hierpt.eval.perturb import PERTURBATIONS
+from hierpt.model.baseline import Baseline, BaselineConfig, load_baseline_export
+from hierpt.model.hat import HAT, HATConfig
+from hierpt.splitting import split_words
+
+# One document longer than the tiny presets' sequences (64 words, 96 tokens), in several scripts.
+TEXTS = [
+    "Short one.",
+    " ".join(f"Wort{i} über Straße, naïve café {i}." for i in range(40)),
+    "快速的狐狸跳过了懒狗。Быстрая лиса.\n\nA second paragraph.",
+]
+
+
+@pytest.fixture(scope="module")
+def untrained(tokenizer):
+    torch.manual_seed(0)
+    hat = HAT(HATConfig.from_name("tiny")).eval()
+    baseline = Baseline(BaselineConfig.from_name("tiny", vocab_size=tokenizer.vocab_size)).eval()
+    return hat, baseline
+
+
+def test_hat_and_baseline_score_exactly_the_bytes_of_the_documents(untrained, tokenizer):
+    hat, baseline = untrained
+    n_bytes = sum(len(text.encode()) for text in TEXTS)
+    assert len(list(windows(range(200), 64))) > 1  # the long document really is cut into windows
+    assert score_hat(hat, TEXTS).utf8_bytes == n_bytes
+    assert score_baseline(baseline, tokenizer, TEXTS).utf8_bytes == n_bytes
+
+
+def test_windows_predict_every_position_but_the_first_exactly_once():
+    for n in (1, 2, 5, 64, 65, 127, 128, 300):
+        predicted = [p for window in windows(list(range(n)), 64) for p in window[1:]]
+        assert predicted == list(range(1, n))
+        assert all(len(w) <= 64 for w in windows(list(range(n)), 64))
+
+
+def test_baseline_word_is_right_only_when_every_token_covering_it_is(tokenizer):
+    text = TEXTS[1]
+    ids = [tokenizer.eod_id, *tokenizer.encode(text), tokenizer.eod_id]
+    token_bytes = tokenizer.token_bytes()[ids]
+    ends = token_bytes.cumsum(0).tolist()
+    token_spans = [(end - n, end) for end, n in zip(ends, token_bytes.tolist())]
+    words = split_words(text)
+    word_ends = torch.tensor([len(w) for w in words]).cumsum(0).tolist()
+    word_spans = [(end - len(w), end) for end, w in zip(word_ends, words)]
+    everything = torch.ones(len(ids), dtype=torch.bool)
+    assert _words_correct(text, token_bytes, everything) == (len(words) + 1, len(words) + 1)
+    for wrong in (1, len(ids) // 2, len(ids) - 2):  # first text token, one in the middle, the last text token
+        correct = everything.clone()
+        correct[wrong] = False
+        start, end = token_spans[wrong]
+        hit = sum(ws < end and we > start for ws, we in word_spans)  # words sharing a byte with the wrong token
+        assert hit >= 1
+        assert _words_correct(text, token_bytes, correct) == (len(words) + 1, len(words) + 1 - hit)
+    correct = everything.clone()
+    correct[-1] = False  # the end-of-document token is the [S] word
+    assert _words_correct(text, token_bytes, correct) == (len(words) + 1, len(words))
+
+
+def test_baseline_word_accuracy_does_not_depend_on_windows_or_batching(baseline_export, corpus):
+    baseline, tokenizer = load_baseline_export(baseline_export[0])
+    texts = [text for _, text in corpus["eval"]] + TEXTS
+    one_by_one = score_baseline(baseline, tokenizer, texts, budget=96)
+    together = score_baseline(baseline, tokenizer, texts)
+    assert one_by_one.words == together.words == sum(len(split_words(t)) + 1 for t in texts)
+    assert one_by_one.words_correct == together.words_correct > 0
+
+
+def test_scores_do_not_depend_on_batching(untrained, tokenizer):
+    hat, baseline = untrained
+    one_by_one = score_hat(hat, TEXTS, budget=64)
+    together = score_hat(hat, TEXTS)
+    assert one_by_one.utf8_bytes == together.utf8_bytes and one_by_one.words == together.words
+    assert math.isclose(one_by_one.bits_per_byte, together.bits_per_byte, rel_tol=1e-4)
+    single = score_baseline(baseline, tokenizer, TEXTS, budget=96)
+    batched = score_baseline(baseline, tokenizer, TEXTS)
+    assert math.isclose(single.bits_per_byte, batched.bits_per_byte, rel_tol=1e-4)
+
+
+def test_trained_exports_beat_untrained_models(eval_results, eval_jsonl, untrained, tokenizer):
+    texts = [doc.text for doc in read_documents(eval_jsonl)]
+    hat, baseline = untrained
+    trained_hat, trained_baseline = eval_results["hat"], eval_results["baseline"]
+    assert trained_hat["model"] == "hat" and trained_baseline["model"] == "baseline"
+    assert trained_hat["bits_per_byte"]["all"] < 0.5 * score_hat(hat, texts).bits_per_byte
+    assert trained_baseline["bits_per_byte"]["all"] < 0.5 * score_baseline(baseline, tokenizer, texts).bits_per_byte
+    # upper-casing everything is far off the training distribution: both models get clearly worse
+    assert trained_hat["robustness"]["all_caps"]["all"] > 0.5
+    assert trained_baseline["robustness"]["all_caps"]["all"] > 0.5
+
+
+@pytest.fixture(scope="module")
+def cli_outputs(hat_export, eval_jsonl, tokenizer, tmp_path_factory):
+    """stdout of `hierpt eval --json` with seed 0 (and a tokenizer) and with seed 1."""
+    tokenizer_path = tokenizer.save(str(tmp_path_factory.mktemp("tok") / "tok.json"))
+    outputs = []
+    for extra in (["--seed", "0", "--tokenizer", tokenizer_path], ["--seed", "1"]):
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            main(["eval", "--checkpoint", hat_export[0], "--text", eval_jsonl, "--json", *extra])
+        outputs.append(stdout.getvalue())
+    return outputs
+
+
+def test_cli_eval_json_has_the_stable_keys_and_is_deterministic(cli_outputs, eval_results):
+    result = json.loads(cli_outputs[0])  # exactly one JSON object on stdout
+    for section in ("bits_per_byte", "word_accuracy", "perturbed_bits_per_byte", "robustness"):
+        assert result[section] == eval_results["hat"][section]  # same seed, separate run: same numbers
+    for lang in ("en", "de", "all"):
+        assert 0 < result["bits_per_byte"][lang] < 8
+        assert 0 <= result["word_accuracy"][lang] <= 1
+        assert result["compression"][lang]["bytes_per_token"] > 1
+        for kind in PERTURBATIONS:
+            perturbed = result["perturbed_bits_per_byte"][kind][lang]
+            assert result["robustness"][kind][lang] == pytest.approx(perturbed / result["bits_per_byte"][lang] - 1)
+    assert result["docs"] == {"de": 3, "en": 3}
+
+
+def test_cli_eval_other_seed_other_robustness(cli_outputs):
+    seed0, seed1 = json.loads(cli_outputs[0]), json.loads(cli_outputs[1])
+    assert seed0["bits_per_byte"] == seed1["bits_per_byte"]
+    assert seed0["robustness"]["permute"] != seed1["robustness"]["permute"]
+
+
+def test_plain_text_documents_are_split_at_blank_lines(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("First document,\nstill first.\n\n\nSecond.\n")
+    assert read_documents(str(path)) == [Document("First document,\nstill first."), Document("Second.")]
+
+
+def test_compressed_jsonl_is_read_and_missing_lang_is_undetermined(tmp_path):
+    path = tmp_path / "docs.jsonl.gz"
+    path.write_bytes(gzip.compress('{"text": "Grüße"}\n{"text": "hi", "lang": "en"}\n'.encode()))
+    assert read_documents(str(path)) == [Document("Grüße", "und"), Document("hi", "en")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "ok"}\n{"text": \n', r"bad\.jsonl:2: not JSON"),
+        ('{"body": "no text"}\n', r"bad\.jsonl:1: needs a string field `text`"),
+        ('{"text": "x", "lang": "all"}\n', r"bad\.jsonl:1: `lang` must be a string other than 'all'"),
+        ("\n\n", r"bad\.jsonl: no documents with text"),
+    ],
+)
+def test_bad_input_gets_one_line_naming_the_problem(tmp_path, hat_export, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--checkpoint", hat_export[0], "--text", str(path), "--json"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert re.search(message, captured.err)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, eval_jsonl, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--checkpoint", str(tmp_path / "nothing"), "--text", eval_jsonl, "--json"])
+    assert "is not a complete hierpt export" in capsys.readouterr().err

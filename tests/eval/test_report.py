@@ -1,0 +1,87 @@
+import json
+import re
+
+import pytest
+
+from hierpt.cli import main
+from hierpt.eval.report import compare
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_runs(hat_export, baseline_export, eval_results, tmp_path_factory):
+    """Run directories with eval.json and a metrics.jsonl training curve."""
+    runs = []
+    for name, (_, losses) in (("hat", hat_export), ("baseline", baseline_export)):
+        run = tmp_path_factory.mktemp(name)
+        (run / "eval.json").write_text(json.dumps(eval_results[name]))
+        lines = [json.dumps({"step": i, "bytes_seen": 1000 * (i + 1), "loss": loss}) for i, loss in enumerate(losses)]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        runs.append(run)
+    return runs
+
+
+def test_compare_prints_side_by_side_table_and_writes_plots(two_runs, tmp_path, capsys):
+    hat_run, baseline_run = two_runs
+    main(["compare", str(hat_run), str(baseline_run), "--output", str(tmp_path / "report")])
+    out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    assert header.split()[:3] == ["metric", hat_run.name[:12], baseline_run.name[:12]]
+    hat_eval = json.loads((hat_run / "eval.json").read_text())
+    baseline_eval = json.loads((baseline_run / "eval.json").read_text())
+    row = next(r for r in rows if r.startswith("bits_per_byte.en "))
+    _, a, b, ratio = row.split()
+    assert float(a) == pytest.approx(hat_eval["bits_per_byte"]["en"], abs=1e-4)
+    assert float(b) == pytest.approx(baseline_eval["bits_per_byte"]["en"], abs=1e-4)
+    assert float(ratio) == pytest.approx(float(b) / float(a), rel=1e-2)
+    assert any(re.match(r"robustness\.all_caps\.de\s", r) for r in rows)
+    _, a, b, _ = next(r for r in rows if r.startswith("word_accuracy.all ")).split()
+    assert float(a) == pytest.approx(hat_eval["word_accuracy"]["all"], abs=1e-4)
+    assert float(b) == pytest.approx(baseline_eval["word_accuracy"]["all"], abs=1e-4)
+    _, a, b, _ = next(r for r in rows if r.startswith("compression.all.bytes_per_token ")).split()
+    assert a == "-" and float(b) > 1  # the HAT was evaluated without a tokenizer
+    for name in ("loss_vs_bytes.png", "bits_per_byte.png", "robustness.png"):
+        png = tmp_path / "report" / name
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+        assert f"wrote {png}" in out
+    assert (tmp_path / "report" / "comparison.txt").read_text().startswith(header)
+
+
+def test_compare_of_eval_files_without_metrics_skips_the_training_curve(two_runs, tmp_path):
+    table, plots = compare(str(two_runs[0] / "eval.json"), str(two_runs[1] / "eval.json"), str(tmp_path))
+    assert table.splitlines()[0].split()[1:3] == ["A:eval", "B:eval"]
+    assert sorted(p.name for p in plots) == ["bits_per_byte.png", "robustness.png"]
+
+
+def test_compare_refuses_what_is_not_a_result(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other.json").write_text('{"loss": 1}')
+    for bad, message in (
+        (tmp_path / "empty", "needs eval.json, metrics.jsonl or tensorboard/ events"),
+        (tmp_path / "other.json", "not an eval result"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["compare", str(bad), str(bad), "--output", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+
+
+def test_training_curve_comes_from_the_trainers_tensorboard_events(tmp_path):
+    """A run directory as hierpt's trainer leaves it: train/* scalars under tensorboard/, no metrics.jsonl."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from hierpt.eval.report import load_side
+
+    run = tmp_path / "hat-run"
+    writer = SummaryWriter(str(run / "tensorboard"))
+    for step, (bits, bytes_per_s) in enumerate([(8.0, 100.0), (6.0, 200.0), (5.0, 200.0)], start=1):
+        for key, value in (("bits_per_byte", bits), ("bytes_per_s", bytes_per_s), ("step_seconds", 2.0)):
+            writer.add_scalar(f"train/{key}", value, step)
+    writer.close()
+    side = load_side(str(run))
+    assert [(m["bytes_seen"], m["bits_per_byte"]) for m in side.metrics] == [(200.0, 8.0), (600.0, 6.0), (1000.0, 5.0)]
+    baseline_run = tmp_path / "baseline-run"
+    baseline_run.mkdir()
+    (baseline_run / "metrics.jsonl").write_text('{"bytes_seen": 300, "bits_per_byte": 7.0}\n')
+    _, plots = compare(str(run), str(baseline_run), str(tmp_path / "out"))
+    assert [p.name for p in plots] == ["loss_vs_bytes.png"]

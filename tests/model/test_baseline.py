@@ -1,0 +1,117 @@
+import pytest
+import torch
+
+from hierpt.data.bpe import BPETokenizer
+from hierpt.model.baseline import (
+    Baseline,
+    BaselineConfig,
+    build_meta,
+    flops_per_token,
+    is_baseline_export,
+    load_baseline_export,
+    save_baseline_export,
+)
+from hierpt.model.export import save_export
+from hierpt.model.hat import HAT, IGNORE, HATConfig
+
+TEXTS = ["The quick brown fox jumps over the lazy dog. " * 3, "Grüße aus München! 快速的狐狸。 Быстрая лиса."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> BPETokenizer:
+    return BPETokenizer.train(TEXTS * 4, vocab_size=300)
+
+
+def tiny(tokenizer: BPETokenizer) -> Baseline:
+    torch.manual_seed(0)
+    return Baseline(BaselineConfig.from_name("tiny", vocab_size=tokenizer.vocab_size))
+
+
+def batch(tokenizer: BPETokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Each text as [end of document] + tokens + [end of document], right-padded with IGNORE."""
+    rows = [[tokenizer.eod_id, *ids, tokenizer.eod_id] for ids in tokenizer.encode_batch(texts)]
+    tokens = torch.full((len(rows), max(map(len, rows))), IGNORE, dtype=torch.int64)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+    return {"tokens": tokens, "token_bytes": tokenizer.token_bytes()[tokens.clamp(min=0)]}
+
+
+def test_forward_counts_every_byte_of_the_documents_and_predicts_end_of_document(tokenizer):
+    out = tiny(tokenizer)(**batch(tokenizer, TEXTS))
+    assert out.utf8_bytes == sum(len(t.encode()) for t in TEXTS)
+    assert out.targets == sum(len(ids) + 1 for ids in tokenizer.encode_batch(TEXTS))
+    assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(
+        out.nll_sum.item() / out.targets.item(), rel=1e-5
+    )
+
+
+def test_padding_changes_no_sum(tokenizer):
+    model = tiny(tokenizer).eval()
+    together = model(**batch(tokenizer, TEXTS))
+    apart = [model(**batch(tokenizer, [t])) for t in TEXTS]
+    assert together.utf8_bytes == sum(o.utf8_bytes for o in apart)
+    assert together.tokens_correct == sum(o.tokens_correct for o in apart)
+    assert together.nll_sum.item() == pytest.approx(sum(o.nll_sum.item() for o in apart), rel=1e-4)
+
+
+def test_training_lowers_the_loss(tokenizer):
+    model = tiny(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    inputs = batch(tokenizer, TEXTS)
+    first = model(**inputs).loss.item()
+    for _ in range(15):
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_flops_formula_counts_the_model_weights():
+    """6 FLOPs per weight per token (fwd + bwd) for every matmul weight, plus attention over seq_tokens/2."""
+    config = BaselineConfig.from_name("small")
+    model = build_meta(config)
+    matmul_weights = sum(
+        p.numel() for name, p in model.named_parameters() if p.dim() == 2 and not name.startswith("embed")
+    )
+    stack = config.backbone
+    attention = 3 * stack.layers * 2 * 2 * stack.dim * config.seq_tokens / 2
+    assert flops_per_token(config) == pytest.approx(6 * matmul_weights + attention)
+
+
+def test_paper_presets_have_table_2_sizes():
+    for name, billions in (("1b", 1.07), ("3b", 3.11), ("7b", 6.98)):
+        assert build_meta(BaselineConfig.from_name(name)).num_params()["total"] / 1e9 == pytest.approx(
+            billions, rel=0.02
+        )
+
+
+def test_config_round_trips_and_errors_name_the_field():
+    config = BaselineConfig.from_name("tiny", vocab_size=777)
+    assert BaselineConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="seq_tokens"):
+        BaselineConfig.from_name("tiny", seq_tokens=1)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        BaselineConfig.from_name("huge")
+
+
+def test_export_round_trip_keeps_outputs_and_tokenizer(tokenizer, tmp_path):
+    model = tiny(tokenizer).eval()
+    url = save_baseline_export(model, tokenizer, str(tmp_path / "export"), {"step": 3})
+    loaded, loaded_tokenizer = load_baseline_export(url)
+    assert loaded_tokenizer.encode(TEXTS[1]) == tokenizer.encode(TEXTS[1])
+    inputs = batch(tokenizer, TEXTS)
+    assert torch.equal(loaded(**inputs).nll_sum, model(**inputs).nll_sum)
+    hat_url = save_export(
+        HAT(HATConfig.from_name("tiny")).state_dict(), HATConfig.from_name("tiny"), str(tmp_path / "hat")
+    )
+    assert is_baseline_export(url) and not is_baseline_export(hat_url)
+    with pytest.raises(ValueError, match="not a baseline export"):
+        load_baseline_export(hat_url)
+
+
+def test_export_refuses_a_tokenizer_bigger_than_the_vocabulary(tokenizer, tmp_path):
+    small = Baseline(BaselineConfig.from_name("tiny", vocab_size=100))
+    with pytest.raises(ValueError, match="tokenizer has 300 ids but the model embeds 100"):
+        save_baseline_export(small, tokenizer, str(tmp_path / "export"))
+    assert not (tmp_path / "export").exists()
