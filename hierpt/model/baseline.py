@@ -12,18 +12,15 @@ only; padding is `IGNORE` in ``tokens``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
-import fsspec
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hierpt.data.bpe import BPETokenizer
-from hierpt.model.export import CONFIG, WEIGHTS, save_export
+from hierpt.model.export import read_export_document, read_weights, save_export
 from hierpt.model.hat import IGNORE, Stack, StackConfig, stack_flops
 
 
@@ -166,21 +163,13 @@ def save_baseline_export(model: Baseline, tokenizer: BPETokenizer, url: str, met
 
 
 def is_baseline_export(url: str) -> bool:
-    fs, root = fsspec.core.url_to_fs(url)
-    if not fs.exists(f"{root}/{CONFIG}"):
-        raise FileNotFoundError(f"{url} is not a complete hierpt export (no {CONFIG})")
-    with fs.open(f"{root}/{CONFIG}") as f:
-        return json.load(f).get("hierpt", {}).get("model_kind") == MODEL_KIND
+    return read_export_document(url).get("hierpt", {}).get("model_kind") == MODEL_KIND
 
 
 def load_baseline_export(url: str, device: str | torch.device = "cpu") -> tuple[Baseline, BPETokenizer]:
-    if not is_baseline_export(url):
+    document = read_export_document(url)
+    if document.get("hierpt", {}).get("model_kind") != MODEL_KIND:
         raise ValueError(f"{url} is not a baseline export")
-    fs, root = fsspec.core.url_to_fs(url)
-    with fs.open(f"{root}/{CONFIG}") as f:
-        config = BaselineConfig.from_dict(json.load(f)["model"])
-    with fs.open(f"{root}/{WEIGHTS}", "rb") as f:
-        state = safetensors.torch.load(f.read())
-    model = Baseline(config).to(device)
-    model.load_state_dict({k: v.to(device) for k, v in state.items()})
+    model = Baseline(BaselineConfig.from_dict(document["model"])).to(device)
+    model.load_state_dict(read_weights(url, device))
     return model.eval(), BPETokenizer.load(f"{url.rstrip('/')}/{TOKENIZER}")

@@ -12,7 +12,7 @@ All words of a batch go through the encoder and the decoder as one ``[num_words,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch

@@ -46,3 +46,12 @@ def test_generate_cli_reports_a_missing_export_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "not a complete hierpt export" in result.stderr
+
+
+def test_a_baseline_export_is_refused_by_the_hat_loader_in_one_line(tmp_path):
+    from hierpt.model.export import load_export
+
+    model = HAT(HATConfig.from_name("tiny"))
+    save_export(model.state_dict(), model.config, str(tmp_path), metadata={"model_kind": "baseline"})
+    with pytest.raises(ValueError, match="baseline export, not a HAT"):
+        load_export(str(tmp_path))
