@@ -131,12 +131,35 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
         raise ValueError(f"{source}: {where}: {first['msg']}") from None
 
 
+# Fields naming files or directories; relative local ones are taken from where `hierpt` runs, and made
+# absolute before a spec travels to a cluster, where the working directory is another one.
+PATH_FIELDS = {
+    "recipe", "output", "storage", "init_from", "export_to", "tensorboard_dir", "trace_dir", "checkpoint", "run",
+    "text", "shards",
+}  # fmt: skip
+
+
+def absolute_paths(raw, cwd: Path):
+    if isinstance(raw, dict):
+        return {
+            key: str(cwd / value) if key in PATH_FIELDS and isinstance(value, str) and _is_relative(value)
+            else absolute_paths(value, cwd)
+            for key, value in raw.items()
+        }  # fmt: skip
+    return raw
+
+
+def _is_relative(value: str) -> bool:
+    return "://" not in value and not os.path.isabs(os.path.expanduser(value))
+
+
 def load_spec(path: str | os.PathLike) -> JobSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such job spec")
     with path.open() as f:
-        return parse_spec(yaml.safe_load(f), source=str(path))
+        raw = yaml.safe_load(f)
+    return parse_spec(absolute_paths(raw, Path.cwd()), source=str(path))
 
 
 def forwarded_env(spec: JobSpec) -> dict[str, str]:

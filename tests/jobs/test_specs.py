@@ -63,3 +63,16 @@ def test_retry_backoff_grows_and_is_capped():
     policy = parse_spec(PRETRAIN).retry
     delays = [policy.delay(n) for n in range(1, 12)]
     assert delays == sorted(delays) and delays[-1] == policy.backoff_max_s
+
+
+def test_relative_local_paths_become_absolute_before_a_spec_travels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(
+        "kind: pretrain\nname: r\nstorage: runs\ndata: {shards: shards/a}\nsteps: 3\n"
+        "evaluate: {text: held.jsonl}\ninit_from: s3://bucket/export\n"
+    )
+    spec = load_spec(tmp_path / "s.yaml")
+    assert spec.storage == str(tmp_path / "runs")
+    assert spec.data.shards == str(tmp_path / "shards/a")
+    assert spec.evaluate.text == str(tmp_path / "held.jsonl")
+    assert spec.init_from == "s3://bucket/export"
