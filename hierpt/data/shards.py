@@ -52,6 +52,8 @@ class Manifest(BaseModel):
     languages: dict[str, LanguageStats]
     rejected: dict[str, int] = Field(default_factory=dict)
     rejected_examples: dict[str, list[str]] = Field(default_factory=dict)
+    repaired: dict[str, int] = Field(default_factory=dict)  # documents kept after a repair, e.g. invalid_utf8
+    repaired_examples: dict[str, list[str]] = Field(default_factory=dict)
     duplicates_removed: int = 0
     recipe: dict = Field(default_factory=dict)
     fingerprint: str = ""

@@ -1,0 +1,270 @@
+"""The prep pipeline end to end on a real local Ray and a real S3 server (SeaweedFS).
+
+One messy corpus (every bad-input case, duplicates, several formats and scripts) is prepared once per session and
+checked from several sides; other tests rerun it under different conditions and demand byte-identical output.
+"""
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+import zstandard
+
+from hierpt.cli import main
+from hierpt.data.prep import WORK, prepare
+from hierpt.data.recipe import Recipe, Source, load_recipe
+from hierpt.data.sample_corpus import write_sample_corpus
+from hierpt.data.shards import MANIFEST, read_manifest
+from hierpt.data.sources import Document, list_inputs, read_documents
+from hierpt.splitting import END_OF_DOC_WORD, split_words
+
+pytestmark = pytest.mark.integration
+
+SEQ_WORDS = 64
+EN = [f"Document {i} says: the quick brown fox number {i} jumps over {i * 7} lazy dogs." for i in range(40)]
+
+
+def _jsonl(*records) -> bytes:
+    return b"".join(
+        (r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode()) + b"\n" for r in records
+    )
+
+
+def _write_messy_corpus(root: Path) -> None:
+    en, de, zh = root / "en", root / "de", root / "zh"
+    for d in (en, de, zh):
+        d.mkdir(parents=True)
+    (en / "good.jsonl").write_bytes(
+        _jsonl(
+            *({"text": t} for t in EN[:20]),
+            {"text": EN[3]},  # duplicate
+            b'{"text": "broken json',
+            {"title": "no text field"},
+            {"text": ["not", "a", "string"]},
+            {"text": "a long enough document that carries one \u0000 NUL character inside it"},
+            {"text": "\u0001\u0002\u0003\u0004\u0005\u0006\u0007\u0008 junk"},
+            b'{"text": "invalid utf-8 \xff\xfe inside an otherwise ordinary English sentence"}',
+            {"text": EN[5]},  # duplicate
+        )
+    )
+    (en / "cut.jsonl.gz").write_bytes(gzip.compress(_jsonl(*({"text": t} for t in EN[20:30])))[:-30])
+    (en / "cut.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(_jsonl(*({"text": t} for t in EN[30:])))[:-30]
+    )
+    (en / "empty.jsonl").write_bytes(b"")
+    (en / "junk.jsonl.gz").write_bytes(bytes(range(256)) * 64)
+    (en / "huge.jsonl").write_text(json.dumps({"text": "gigantic " * ((10 << 20) // 9)}))  # one 10 MB line
+    (de / "lines.txt").write_bytes(
+        "Der Hund läuft schnell über die Wiese.\nDie Katze schläft auf dem warmen Dach.\n".encode()
+        + bytes(range(1, 9)) * 30
+        + "\nDer Hund läuft schnell über die Wiese.\n".encode()  # duplicate
+    )
+    pq.write_table(pa.table({"content": ["今天天气很好，我们去公园散步。", None, "我喜欢读书。"]}), zh / "docs.parquet")
+
+
+def _recipe(root: str, **overrides) -> Recipe:
+    return Recipe(
+        sources=[
+            Source(url=f"{root}/en", lang="en"),
+            Source(url=f"{root}/de/*.txt", lang="de"),
+            Source(url=f"{root}/zh", lang="zh", text_field="content"),
+        ],
+        seq_words=SEQ_WORDS,
+        rows_per_shard=4096,
+        **overrides,
+    )
+
+
+def _shard_bytes(url: str) -> dict[str, bytes]:
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    return {p[len(root) :].lstrip("/"): fs.cat_file(p) for p in fs.find(root)}
+
+
+@pytest.fixture(scope="session")
+def messy(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("messy")
+    _write_messy_corpus(root / "corpus")
+    recipe = _recipe(str(root / "corpus"))
+    manifest = prepare(recipe, str(root / "out"), workers=2)
+    return root, recipe, manifest
+
+
+def test_every_bad_input_is_counted_with_a_reason_and_location(messy):
+    _, _, manifest = messy
+    assert manifest.rejected == {
+        "binary_junk": 2,  # the en junk line and the de control-character line
+        "corrupt_file": 3,  # truncated gzip, truncated zstd, junk with a .gz name
+        "empty_file": 1,
+        "malformed_json": 1,
+        "missing_text_field": 2,  # en line without `text`, zh row with null
+        "non_string_text_field": 1,
+        "nul_bytes": 1,
+    }
+    assert manifest.rejected_examples["empty_file"] == ["en/empty.jsonl"]
+    assert manifest.rejected_examples["malformed_json"] == ["en/good.jsonl#22"]
+    assert manifest.rejected_examples["corrupt_file"] == ["en/cut.jsonl.gz", "en/cut.jsonl.zst", "en/junk.jsonl.gz"]
+    assert manifest.repaired == {"invalid_utf8": 1}
+    assert manifest.repaired_examples == {"invalid_utf8": ["en/good.jsonl#27"]}
+    assert manifest.duplicates_removed == 3
+
+
+def _accepted_texts(recipe: Recipe) -> dict[str, list[str]]:
+    """The accepted documents per language in stream order, read without the pipeline (dedup by content)."""
+    seen, texts = set(), {}
+    for file in list_inputs(recipe):
+        source = recipe.sources[file.source]
+        for doc in read_documents(file, source.text_field, recipe.max_doc_bytes):
+            if isinstance(doc, Document) and doc.text not in seen:
+                seen.add(doc.text)
+                texts.setdefault(source.lang, []).append(doc.text)
+    return texts
+
+
+def test_shards_hold_exactly_the_accepted_documents_and_stats_match_the_splitter(messy):
+    root, recipe, manifest = messy
+    expected = _accepted_texts(recipe)
+    assert 22 <= len(expected["en"]) < 42  # the truncated files gave up their tails
+    for lang, texts in expected.items():
+        rows = []
+        for file in manifest.files:
+            if file.path.startswith(f"{lang}-"):
+                table = pq.read_table(root / "out" / file.path)
+                assert table.num_rows == file.rows and set(table.column("lang").to_pylist()) == {lang}
+                rows += table.column("words").to_pylist()
+        assert all(len(r) == SEQ_WORDS for r in rows[:-1]) and 0 < len(rows[-1]) <= SEQ_WORDS
+        stream = [w for row in rows for w in row]
+        assert stream == [w for t in texts for w in [*split_words(t, recipe.max_word_bytes), END_OF_DOC_WORD]]
+        words = [split_words(t, recipe.max_word_bytes) for t in texts]
+        n_words, n_bytes = sum(map(len, words)), sum(len(t.encode()) for t in texts)
+        stats = manifest.languages[lang]
+        assert (stats.docs, stats.words, stats.bytes) == (len(texts), n_words, n_bytes)
+        assert stats.bytes_per_word == pytest.approx(n_bytes / n_words, abs=1e-6)
+    assert (
+        max(len(w) for row in pq.read_table(root / "out" / "en-00000.parquet").column("words").to_pylist() for w in row)
+        <= 100
+    )
+
+
+def test_output_is_complete_and_readable_after_the_run(messy):
+    root, recipe, manifest = messy
+    assert read_manifest(str(root / "out")) == manifest
+    assert not (root / "out" / WORK).exists()
+    assert sorted(p.name for p in (root / "out").iterdir()) == sorted([MANIFEST, *(f.path for f in manifest.files)])
+    assert manifest.recipe == recipe.content() and manifest.seq_words == SEQ_WORDS
+
+
+def test_same_bytes_with_one_worker(messy, tmp_path):
+    root, recipe, _ = messy
+    prepare(recipe, str(tmp_path / "out1"), workers=1)
+    assert _shard_bytes(str(tmp_path / "out1")) == _shard_bytes(str(root / "out"))
+
+
+def test_reads_from_and_writes_to_s3(messy, s3):
+    root, _, manifest = messy
+    bucket = s3.new_bucket()
+    fs = fsspec.filesystem("s3")
+    fs.put(str(root / "corpus") + "/", f"{bucket}/raw/", recursive=True)
+    s3_manifest = prepare(_recipe(f"s3://{bucket}/raw"), f"s3://{bucket}/shards", workers=2)
+    local, remote = _shard_bytes(str(root / "out")), _shard_bytes(f"s3://{bucket}/shards")
+    assert remote.keys() == local.keys()
+    assert all(remote[name] == local[name] for name in local if name != MANIFEST)
+    assert s3_manifest.model_dump(exclude={"recipe", "fingerprint"}) == manifest.model_dump(
+        exclude={"recipe", "fingerprint"}
+    )
+    assert read_manifest(f"s3://{bucket}/shards").fingerprint == s3_manifest.fingerprint
+
+
+def test_an_output_of_another_recipe_is_refused(messy, tmp_path):
+    root, recipe, _ = messy
+    other = _recipe(str(root / "corpus"), seed=1)
+    with pytest.raises(ValueError, match="holds the shards of another recipe"):
+        prepare(other, str(root / "out"))
+    unfinished = tmp_path / "unfinished"
+    (unfinished / WORK).mkdir(parents=True)
+    (unfinished / WORK / "recipe.json").write_text(json.dumps(recipe.content()))
+    with pytest.raises(ValueError, match="unfinished run of another recipe"):
+        prepare(other, str(unfinished))
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "part-0.parquet").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not empty and holds no hierpt prep run"):
+        prepare(other, str(tmp_path / "foreign"))
+
+
+def test_mixture_weights_repeat_and_sample_documents_from_the_seed(tmp_path, ray_local):
+    for lang in ("en", "de"):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "a.jsonl").write_bytes(_jsonl(*({"text": f"{lang} text number {i}"} for i in range(200))))
+
+    def run(seed, name):
+        sources = [
+            Source(url=str(tmp_path / "en"), lang="en", weight=2.0),
+            Source(url=str(tmp_path / "de"), lang="de", weight=0.5),
+        ]
+        return prepare(Recipe(sources=sources, seed=seed, seq_words=32), str(tmp_path / name), workers=2)
+
+    a = run(0, "a")
+    run(0, "b")
+    run(1, "c")
+    assert a.languages["en"].docs == 400 and a.languages["en"].words == 2 * 200 * 4
+    assert 60 < a.languages["de"].docs < 140
+    assert _shard_bytes(str(tmp_path / "a")) == _shard_bytes(str(tmp_path / "b"))
+    assert pq.read_table(tmp_path / "a" / "de-00000.parquet") != pq.read_table(tmp_path / "c" / "de-00000.parquet")
+
+
+def test_a_killed_run_resumes_from_its_completion_markers(tmp_path, ray_local, capfd):
+    write_sample_corpus(
+        tmp_path / "corpus", train_bytes=1_500_000, eval_bytes=0, files_per_language=3, languages=("en", "ru")
+    )
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(
+        yaml.safe_dump(
+            {
+                "seq_words": 128,
+                "sources": [{"url": "corpus/train/en", "lang": "en"}, {"url": "corpus/train/ru", "lang": "ru"}],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "hierpt.cli", "prep", str(recipe_path), "--output", str(out), "--workers", "1"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / WORK / "done"
+    deadline = time.monotonic() + 120
+    while not (done.exists() and any(done.iterdir())) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before = len(list(done.iterdir()))
+    assert 1 <= finished_before < 6 and not (out / MANIFEST).exists()
+    time.sleep(1.0)  # let Ray reap the killed driver's tasks
+
+    capfd.readouterr()
+    resumed = prepare(load_recipe(str(recipe_path)), str(out), workers=2)
+    log = capfd.readouterr().err
+    resumed_from = re.search(r"resuming: (\d+) of 6 input files already done", log)
+    assert resumed_from and int(resumed_from.group(1)) >= finished_before
+    assert "bytes/word" in log and "MB/s" in log
+    reference = prepare(load_recipe(str(recipe_path)), str(tmp_path / "reference"), workers=2)
+    assert resumed == reference
+    assert _shard_bytes(str(out)) == _shard_bytes(str(tmp_path / "reference"))
+
+
+def test_cli_reports_a_bad_recipe_in_one_line(tmp_path, capsys):
+    (tmp_path / "r.yaml").write_text("sources:\n  - {url: x, lang: en, format: docx}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prep", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("hierpt prep: error: recipe") and "sources.0.format" in err
