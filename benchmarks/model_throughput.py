@@ -17,7 +17,7 @@ import time
 import torch
 
 from hierpt.data.sample_corpus import LANGUAGES, documents
-from hierpt.model.hat import HAT, HATConfig, end_of_word_targets
+from hierpt.model.hat import HAT, HATConfig
 from hierpt.splitting import document_words, words_to_tensors
 
 
@@ -74,16 +74,12 @@ def main() -> None:
     with torch.no_grad():
         vectors = model.encode_words(flat_bytes, flat_lens)
         backbone_in = vectors.new_zeros(*lengths.shape, vectors.shape[-1]).index_put((present,), vectors)
-        predictive = model.run_backbone(backbone_in)
-    predicted = present[:, 1:]
-    dec_in = predictive[:, :-1][predicted].detach().requires_grad_()
-    dec_bytes, dec_lens = word_bytes[:, 1:][predicted].long(), lengths[:, 1:][predicted]
-    targets = end_of_word_targets(dec_bytes, dec_lens)
+        predictive, spelled, spelled_lens = model.contexts(word_bytes, lengths)
 
     parts = {
         "encoder": lambda: model.encode_words(flat_bytes, flat_lens).sum().backward(),
         "backbone": lambda: model.run_backbone(backbone_in.detach().requires_grad_()).sum().backward(),
-        "decoder": lambda: model.score(model.decode_logits(dec_in, dec_bytes), targets).loss.backward(),
+        "decoder": lambda: model.spell(predictive.detach().requires_grad_(), spelled, spelled_lens).loss.backward(),
     }
     step_s = timed(step, args.steps)
     part_s = {name: timed(fn, args.steps) for name, fn in parts.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -27,6 +28,107 @@ def _generate(args: argparse.Namespace) -> None:
     print(args.prompt + generate_text(model, args.prompt, sampling))
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from hierpt.eval.evaluate import evaluate_checkpoint
+    from hierpt.eval.report import format_result
+
+    result = evaluate_checkpoint(args.checkpoint, args.text, seed=args.seed, rate=args.rate, tokenizer=args.tokenizer)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result) if args.json else format_result(result))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from hierpt.eval.report import compare
+
+    table, plots = compare(args.a, args.b, args.output)
+    print(table)
+    for plot in plots:
+        print(f"wrote {plot}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from hierpt.jobs.demo import main
+
+    main(args.workdir, args.steps)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from hierpt.jobs import execute
+    from hierpt.jobs.specs import load_spec, parse_spec
+
+    if bool(args.spec) == bool(args.spec_json):
+        raise ValueError("give a job spec file or --spec-json, not both")
+    spec = parse_spec(json.loads(args.spec_json), "--spec-json") if args.spec_json else load_spec(args.spec)
+    execute.main(spec)
+
+
+def _scheduler(args: argparse.Namespace):
+    from hierpt.jobs.scheduler import Scheduler, connect
+    from hierpt.jobs.store import Store
+
+    return Scheduler(Store(args.db), connect(args.address), entrypoint=args.entrypoint)
+
+
+def _jobs(args: argparse.Namespace) -> None:
+    from hierpt.jobs import results
+    from hierpt.jobs.specs import load_spec
+    from hierpt.jobs.store import Store
+
+    if args.action == "results":
+        store = Store(args.db)
+        rows = store.results(args.target)
+        print(results.table(rows))
+        if rows:
+            print(f"wrote {results.plot(rows, args.target, args.plot or f'{args.target}-evals.png')}")
+        return
+    if args.action == "list":
+        for job in Store(args.db).jobs():
+            print(f"{job.job_id:<44} {job.kind:<19} {job.state:<10} attempts={job.attempts:<3} {job.message[:80]}")
+        return
+    scheduler = _scheduler(args)
+    if args.action == "submit":
+        print(scheduler.submit(load_spec(args.target)))
+    elif args.action == "watch":
+        scheduler.run(poll_s=args.poll, until_idle=args.until_idle)
+    elif args.action == "cancel":
+        scheduler.cancel(args.target)
+    else:
+        job = scheduler.store.job(args.target)
+        if args.action == "status":
+            print(json.dumps({"job": job.job_id, "state": job.state, "attempts": job.attempts, "message": job.message}))
+        else:
+            print(scheduler.client.get_job_logs(job.current_submission))
+
+
+def _prep(args: argparse.Namespace) -> None:
+    import logging
+
+    import ray.data  # configures its loggers on import; quieten them after that
+
+    from hierpt.data.prep import prepare
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
+    manifest = prepare(args.recipe, args.output, workers=args.workers)
+    print(f"fingerprint {manifest.fingerprint}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from hierpt.train.config import load_job
+    from hierpt.train.run import train
+
+    overrides = {k: v for k, v in (("name", args.name), ("storage", args.storage)) if v is not None}
+    print(json.dumps(train(load_job(args.job, **overrides))))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from hierpt.train.checkpoint import export, resolve
+
+    print(export(resolve(args.checkpoint), args.output))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hierpt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +146,60 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(run=_generate)
+
+    prep = commands.add_parser("prep", help="raw corpora -> word-segmented byte shards + manifest (Ray Data)")
+    prep.add_argument("recipe", help="recipe YAML (see data_prep/README.md)")
+    prep.add_argument("--output", help="shard set URL (file path, s3://...); default: the recipe's `output`")
+    prep.add_argument("--workers", type=int, help="parallel Ray tasks (default: all CPUs of the cluster)")
+    prep.set_defaults(run=_prep)
+
+    tr = commands.add_parser("train", help="distributed HAT training (Ray Train + DeepSpeed); resumes a run by name")
+    tr.add_argument("job", help="training job spec YAML (see jobs/tiny_pretrain.yaml)")
+    tr.add_argument("--name", help="override the spec's run name")
+    tr.add_argument("--storage", help="override the spec's run storage (local dir or s3://)")
+    tr.set_defaults(run=_train)
+
+    exp = commands.add_parser("export", help="consolidate a training checkpoint into safetensors + config")
+    exp.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest committed checkpoint)")
+    exp.add_argument("--output", required=True, help="export directory or URL")
+    exp.set_defaults(run=_export)
+
+    ev = commands.add_parser("eval", help="bits/byte, word accuracy, robustness, compression per language")
+    ev.add_argument("--checkpoint", required=True, help="export directory or URL (HAT or baseline)")
+    ev.add_argument("--text", required=True, help="JSONL with `text` and optional `lang`, or plain text")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.add_argument("--tokenizer", help="BPE tokenizer JSON: adds bytes per token to a HAT's compression")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    ev.add_argument("--rate", type=float, default=0.1, help="share of words each perturbation changes")
+    ev.add_argument("--output", help="also write the result JSON to this file")
+    ev.set_defaults(run=_eval)
+
+    cmp = commands.add_parser("compare", help="side-by-side table and PNG plots of two eval results or runs")
+    cmp.add_argument("a", help="eval result JSON, or run directory (eval.json; metrics.jsonl or tensorboard/)")
+    cmp.add_argument("b")
+    cmp.add_argument("--output", required=True, help="directory for comparison.txt and the PNGs")
+    cmp.set_defaults(run=_compare)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on local Ray with the built-in sample corpus")
+    demo.add_argument("--workdir", default="runs/demo", help="everything the demo writes goes here")
+    demo.add_argument("--steps", type=int, help="training steps (default: the demo's own)")
+    demo.set_defaults(run=_demo)
+
+    run = commands.add_parser("run", help="run one job spec (prep, pretrain, continued_pretrain, eval) here")
+    run.add_argument("spec", nargs="?", help="job spec YAML (jobs/)")
+    run.add_argument("--spec-json", help="the spec inline, as JSON (what the scheduler sends to Ray)")
+    run.set_defaults(run=_run)
+
+    jobs = commands.add_parser("jobs", help="submit job specs to a Ray cluster and watch them (resubmit, eval)")
+    jobs.add_argument("action", choices=["submit", "watch", "list", "status", "logs", "cancel", "results"])
+    jobs.add_argument("target", nargs="?", help="spec YAML (submit), job id (status/logs/cancel), run name (results)")
+    jobs.add_argument("--address", help="Ray dashboard address; default $RAY_ADDRESS")
+    jobs.add_argument("--db", default=os.environ.get("HIERPT_SCHEDULER_DB", "hierpt-scheduler.db"))
+    jobs.add_argument("--entrypoint", help="command that starts hierpt on the cluster (default: this Python)")
+    jobs.add_argument("--poll", type=float, default=5.0, help="watch: seconds between checks")
+    jobs.add_argument("--until-idle", action="store_true", help="watch: return when no job is queued or running")
+    jobs.add_argument("--plot", help="results: PNG path (default RUN-evals.png)")
+    jobs.set_defaults(run=_jobs)
 
     return parser
 

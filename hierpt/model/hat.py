@@ -245,7 +245,10 @@ class HAT(nn.Module):
         return self.lm_head(self.decoder(inputs))
 
     def forward(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> HATOutput:
-        predictive, spelled, spelled_lens = self.contexts(word_bytes, lengths)
+        return self.spell(*self.contexts(word_bytes, lengths))
+
+    def spell(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
+        """Decoder loss of spelling words [n, L] from their predictive embeddings [n, d], teacher-forced."""
         if not len(spelled_lens):  # every sequence is a single word: nothing to predict, the graph stays whole
             return self.score(self.lm_head(predictive[:, None]), spelled_lens.new_full((0, 1), IGNORE))
         scores = []

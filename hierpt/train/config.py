@@ -1,0 +1,149 @@
+"""The training job spec: typed, validated once, plain data (stored in checkpoints, passed to Ray workers).
+
+YAML loads into `TrainJob`; a bad field is reported with its path (e.g. ``optimizer.warmup_steps``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hierpt.model.hat import HAT, HATConfig
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Spec):
+    """A preset plus field overrides; `build_config` is the one place a model config is made."""
+
+    preset: str = "tiny"
+    overrides: dict = Field(default_factory=dict)
+
+    def build_config(self) -> HATConfig:
+        base = HATConfig.from_name(self.preset).to_dict()
+        for key, value in self.overrides.items():
+            if key not in base:
+                raise ValueError(f"model.overrides.{key}: not a HATConfig field ({', '.join(sorted(base))})")
+            base[key] = {**base[key], **value} if isinstance(base[key], dict) else value
+        return HATConfig.from_dict(base)
+
+    def build(self) -> HAT:
+        return HAT(self.build_config())
+
+
+class DataSpec(Spec):
+    shards: str  # shard-set URL (directory holding manifest.json)
+    seed: int = 0
+
+
+class OptimizerSpec(Spec):
+    """AdamW with linear warmup and cosine decay; defaults from the HAT paper (hat_spec.md)."""
+
+    lr: float = Field(3e-4, gt=0)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(500, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0)  # 0 = no clipping
+
+
+class CheckpointSpec(Spec):
+    every: int = Field(100, ge=1)  # steps between checkpoints; one is always written at the end
+    keep_last: int = Field(3, ge=1)
+
+
+class FaultSpec(Spec):
+    """Demo/test fault: SIGKILL the worker process of `kill_rank` once per run, after step `at_step`."""
+
+    kill_rank: int = Field(ge=0)
+    at_step: int = Field(ge=0)
+    during: Literal["step", "checkpoint"] = "step"  # "checkpoint": after its own files are saved, before commit
+
+
+class TrainJob(Spec):
+    name: str
+    storage: str  # run storage: a local directory or s3://bucket/prefix
+    model: ModelSpec = ModelSpec()
+    data: DataSpec
+    optimizer: OptimizerSpec = OptimizerSpec()
+    global_batch: int = Field(8, ge=1)  # sequences per optimizer step, whatever the worker count
+    micro_batch: int = Field(1, ge=1)  # sequences per forward pass on one worker
+    steps: int = Field(ge=1)
+    seed: int = 0  # model initialisation (the data order has its own seed in data.seed)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int | tuple[int, int] = 2  # an int, or [min, max] for elastic training
+    max_failures: int = Field(3, ge=-1)  # -1 = retry forever
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    log_every: int = Field(1, ge=1)
+    tensorboard_dir: str | None = None  # default: <storage>/<name>/tensorboard when storage is local
+    peak_flops: float | None = None  # per device, for MFU; default from a table (GPU) or a matmul probe (CPU)
+    faults: list[FaultSpec] = Field(default_factory=list)
+    init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
+    export_to: str | None = None  # export the final checkpoint here after training
+    trace_dir: str | None = None  # debug/test: per-rank JSONL of every executed step (samples, loss)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, value):
+        low, high = (value, value) if isinstance(value, int) else value
+        if not 1 <= low <= high:
+            raise ValueError(f"needs 1 <= min <= max, got {value}")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        return value if "://" in value else str(Path(value).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _faults_in_range(self) -> TrainJob:
+        max_workers = self.num_workers if isinstance(self.num_workers, int) else self.num_workers[1]
+        for i, fault in enumerate(self.faults):
+            if fault.kill_rank >= max_workers or fault.at_step >= self.steps:
+                raise ValueError(f"faults.{i}: rank {fault.kill_rank} / step {fault.at_step} is outside the run")
+        return self
+
+    @property
+    def run_url(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        return (self.num_workers, self.num_workers) if isinstance(self.num_workers, int) else self.num_workers
+
+    def resolved_tensorboard_dir(self) -> str | None:
+        if self.tensorboard_dir or "://" in self.storage:
+            return self.tensorboard_dir
+        return os.path.join(self.run_url, "tensorboard")
+
+
+def load_job(path: str | os.PathLike, **overrides) -> TrainJob:
+    """Read a YAML job spec; errors name the file and the field path."""
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a job spec is a YAML mapping")  # noqa: TRY004 - bad input: one line in the CLI
+    try:
+        return TrainJob.model_validate({**raw, **overrides})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ValueError(f"{path}: {where}: {first['msg']}") from None

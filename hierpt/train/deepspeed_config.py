@@ -1,0 +1,40 @@
+"""The DeepSpeed config of a job at a given world size: the global batch stays fixed, accumulation absorbs W."""
+
+from __future__ import annotations
+
+from hierpt.train.config import TrainJob
+
+
+def deepspeed_config(job: TrainJob, world_size: int, load_universal: bool = False) -> dict:
+    accumulation = job.global_batch // (world_size * job.micro_batch)
+    if accumulation * world_size * job.micro_batch != job.global_batch:
+        raise ValueError(
+            f"global_batch {job.global_batch} is not a multiple of workers ({world_size}) x micro_batch "
+            f"({job.micro_batch})"
+        )
+    opt = job.optimizer
+    zero: dict = {"stage": job.zero_stage}
+    if job.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_batch_size": job.global_batch,
+        "train_micro_batch_size_per_gpu": job.micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": opt.grad_clip,
+        # torch's AdamW: no C++ JIT build (DeepSpeed's FusedAdam/CPUAdam compile for ~100 s on CPU)
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": opt.lr,
+                "betas": [opt.beta1, opt.beta2],
+                "eps": opt.eps,
+                "weight_decay": opt.weight_decay,
+                "torch_adam": True,
+            },
+        },
+        "zero_optimization": zero,
+        "bf16": {"enabled": job.dtype == "bf16"},
+        "checkpoint": {"load_universal": load_universal},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }

@@ -1,0 +1,108 @@
+"""The per-worker function Ray Train runs: a DeepSpeed engine around the model, fed by the deterministic loader."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import ray.train
+import ray.train.torch
+import torch
+
+from hierpt.data.loader import DeterministicLoader
+from hierpt.data.shards import read_manifest
+from hierpt.train import checkpoint
+from hierpt.train.config import TrainJob
+from hierpt.train.deepspeed_config import deepspeed_config
+from hierpt.train.faults import FaultInjector, StepTrace
+from hierpt.train.metrics import MetricsLog, StepSums, peak_flops_per_device
+from hierpt.train.schedule import lr_at, set_lr
+
+
+def train_worker(config: dict) -> None:
+    job = TrainJob.model_validate(config)
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    model_config = job.model.build_config()
+    check_shards_fit_model(job, model_config)
+
+    with checkpoint.latest() as resume:
+        model = build_model(job, model_config, fresh_start=resume is None)
+        engine = build_engine(job, model, world_size, checkpoint.needs_universal(resume, world_size))
+        if resume is not None:
+            checkpoint.load(engine, resume, world_size)
+    start_step = 0 if resume is None else resume.state.step
+    loader = DeterministicLoader(
+        job.data.shards, job.data.seed, job.global_batch, job.micro_batch, rank, world_size,
+        model_config.max_word_bytes, None if resume is None else resume.state.loader,
+    )  # fmt: skip
+    log = MetricsLog(model_config, job.steps, world_size, peak_flops_per_device(job.peak_flops, device), rank == 0,
+                     job.resolved_tensorboard_dir())  # fmt: skip
+    faults, trace = FaultInjector(job, rank), StepTrace(job.trace_dir, rank, world_size)
+    preemption_saved = False
+
+    for step in range(start_step, job.steps):
+        lr = lr_at(step, job.steps, job.optimizer)
+        set_lr(engine.optimizer, lr)
+        sums = StepSums(device)
+        micro_batches = loader.next_step()
+        for micro in micro_batches:  # DeepSpeed accumulates and steps the optimizer after the last one
+            output = engine(micro.word_bytes.to(device), micro.lengths.to(device))
+            engine.backward(output.loss)
+            engine.step()
+            sums.add(output)
+        metrics = log.step(step, sums, loader.samples_consumed, lr, engine.get_global_grad_norm())
+        metrics["resumed_from_step"] = None if resume is None else start_step
+        trace.record(step, micro_batches, metrics)
+        faults.maybe_kill(step, during="step")
+
+        preempted = ray.train.get_preemption_info() is not None  # a barrier: every rank asks every step
+        due = (step + 1) % job.checkpoint.every == 0 or step + 1 == job.steps
+        if due or (preempted and not preemption_saved):
+            state = checkpoint.TrainState(
+                step=step + 1, loader=loader.state, world_size=world_size, zero_stage=job.zero_stage,
+                model=model_config.to_dict(), deepspeed=deepspeed_config(job, world_size),
+            )  # fmt: skip
+            checkpoint.save(engine, state, metrics, rank, before_commit=partial(faults.maybe_kill, step, "checkpoint"))
+            preemption_saved = preempted
+        elif (step + 1) % job.log_every == 0:
+            ray.train.report(metrics)
+    log.close()
+
+
+def check_shards_fit_model(job: TrainJob, model_config) -> None:
+    manifest = read_manifest(job.data.shards)
+    for field in ("seq_words", "max_word_bytes"):
+        if getattr(manifest, field) != getattr(model_config, field):
+            raise ValueError(
+                f"model {field}={getattr(model_config, field)} but the shards {job.data.shards} were prepared with "
+                f"{field}={getattr(manifest, field)}: set model.overrides.{field} or re-run prep"
+            )
+
+
+def build_model(job: TrainJob, model_config, fresh_start: bool) -> torch.nn.Module:
+    """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
+    if not (fresh_start and job.init_from):
+        torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
+        return job.model.build()
+    from hierpt.model.export import load_export
+
+    model = load_export(job.init_from)
+    if model.config != model_config:
+        raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
+    return model.train()
+
+
+def build_engine(job: TrainJob, model: torch.nn.Module, world_size: int, load_universal: bool):
+    """DeepSpeed engine; no weight decay on norms (1-D parameters), as usual for Llama-style models."""
+    import deepspeed
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    config = deepspeed_config(job, world_size, load_universal)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
+    return engine

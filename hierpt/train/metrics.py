@@ -1,0 +1,133 @@
+"""Per-step training metrics: exact global sums over ranks, MFU, console progress and TensorBoard (rank 0).
+
+bits/byte = summed byte cross-entropy / ln 2 / UTF-8 text bytes predicted (HATOutput's sums), so it is exact
+however the batch is split over micro-batches and ranks. MFU = achieved model FLOP/s (HAT's
+`flops_per_word` x words/s) / (peak FLOP/s per device x devices).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.distributed as dist
+
+from hierpt.model.hat import HATConfig, flops_per_word
+
+# Dense bf16 tensor-core peak FLOP/s per device, from the vendors' data sheets (no sparsity).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+
+# Order of the summed quantities in a step's sum tensor.
+SUMS = ("loss", "micro_batches", "nll_sum", "utf8_bytes", "words")
+
+
+def peak_flops_per_device(configured: float | None, device: torch.device) -> float:
+    """From the job spec, else the table for a known GPU, else a measured fp32 matmul rate on CPU."""
+    if configured:
+        return configured
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in PEAK_FLOPS.items():
+            if key in name:
+                return flops
+        raise ValueError(f"no peak FLOP/s known for GPU {name!r}: set peak_flops in the job spec")
+    return _matmul_flops()
+
+
+def _matmul_flops(size: int = 512, repeats: int = 8) -> float:
+    """CPUs have no useful data-sheet peak here; a short matmul probe gives the achievable rate instead."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+class StepSums:
+    """Sums over this rank's micro-batches of one step; `global_totals` all-reduces them over ranks."""
+
+    def __init__(self, device: torch.device):
+        self.values = torch.zeros(len(SUMS), dtype=torch.float64, device=device)
+
+    def add(self, output) -> None:
+        self.values += torch.stack(
+            [
+                output.loss.detach().double(),
+                torch.ones((), dtype=torch.float64, device=self.values.device),
+                output.nll_sum.double(),
+                output.utf8_bytes.double(),
+                output.words.double(),
+            ]
+        )
+
+    def global_totals(self) -> dict[str, float]:
+        totals = self.values.clone()
+        dist.all_reduce(totals)
+        return dict(zip(SUMS, totals.tolist()))
+
+
+class MetricsLog:
+    """Turns step sums into the metrics dict reported to Ray; rank 0 also prints and writes TensorBoard."""
+
+    def __init__(
+        self,
+        model_config: HATConfig,
+        total_steps: int,
+        world_size: int,
+        peak_flops: float,
+        is_logger: bool,
+        tensorboard_dir: str | None,
+    ):
+        self.model_config, self.total_steps = model_config, total_steps
+        self.world_size, self.peak_flops, self.is_logger = world_size, peak_flops, is_logger
+        self.writer = None
+        if is_logger and tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(tensorboard_dir)
+        self.started = time.perf_counter()
+
+    def step(self, step: int, sums: StepSums, samples_consumed: int, lr: float, grad_norm: float | None) -> dict:
+        totals = sums.global_totals()
+        seconds = time.perf_counter() - self.started
+        self.started = time.perf_counter()
+        words, text_bytes = totals["words"], totals["utf8_bytes"]
+        words_per_s = words / seconds
+        bytes_per_word = text_bytes / max(words, 1)
+        achieved = flops_per_word(self.model_config, bytes_per_word) * words_per_s
+        metrics = {
+            "step": step + 1,  # steps completed
+            "loss": totals["loss"] / totals["micro_batches"],
+            "bits_per_byte": totals["nll_sum"] / math.log(2) / max(text_bytes, 1),
+            "words_per_s": words_per_s,
+            "bytes_per_s": text_bytes / seconds,
+            "samples_consumed": samples_consumed,
+            "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "mfu": achieved / (self.peak_flops * self.world_size),
+            "step_seconds": seconds,
+        }
+        if self.is_logger:
+            self._show(metrics)
+        return metrics
+
+    def _show(self, m: dict) -> None:
+        width = 20
+        done = int(width * m["step"] / self.total_steps)
+        print(
+            f"[{'#' * done}{'.' * (width - done)}] step {m['step']}/{self.total_steps} loss {m['loss']:.4f} "
+            f"bpb {m['bits_per_byte']:.3f} words/s {m['words_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
+            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} mfu {m['mfu']:.2%}",
+            flush=True,
+        )
+        if self.writer is not None:
+            for key, value in m.items():
+                if key != "step":
+                    self.writer.add_scalar(f"train/{key}", value, m["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

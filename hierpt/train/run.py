@@ -1,0 +1,113 @@
+"""Ray Train assembly: `train(job)` runs a TorchTrainer of `train_worker`s and returns a summary dict.
+
+Fault tolerance is Ray's: a dead worker or node tears the group down and a fresh one resumes from the latest
+committed checkpoint (`FailureConfig.max_failures`). Relaunching with the same run name and storage resumes
+too (Ray restores the run from storage). `num_workers: [min, max]` makes the run elastic; a restart at a
+different size goes through DeepSpeed's universal checkpoint format (hierpt/train/checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hierpt.data.shards import read_manifest
+from hierpt.train import checkpoint
+from hierpt.train.config import TrainJob
+
+
+def train(job: TrainJob) -> dict:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from hierpt.train.loop import train_worker
+
+    manifest = read_manifest(job.data.shards)
+    check_previous_run(job, manifest.fingerprint)
+    owns_ray = not ray.is_initialized()  # connect to RAY_ADDRESS or start a local Ray, and stop it after
+    if owns_ray:
+        ray.init()
+    use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=job.model_dump(mode="json"),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=job.name,
+            **ray_storage(job.storage),
+            worker_runtime_env={"env_vars": worker_env(use_gpu)},
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.keep_last),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    finally:
+        if owns_ray:
+            ray.shutdown()  # also ends the forwarding of worker logs, so a caller's last printed line is its own
+    metrics = result.metrics
+    summary = {
+        "run": job.run_url,
+        "steps": metrics["step"],
+        "final_loss": metrics["loss"],
+        "final_bits_per_byte": metrics["bits_per_byte"],
+        "resumed_from_step": metrics["resumed_from_step"],
+        "samples_consumed": metrics["samples_consumed"],
+        "checkpoint": _url(result.checkpoint),
+        "export_path": None,
+    }
+    if job.export_to:
+        summary["export_path"] = checkpoint.export(result.checkpoint, job.export_to)
+    return summary
+
+
+def check_previous_run(job: TrainJob, fingerprint: str) -> None:
+    """Refuse, before any worker starts, to resume a run on other data or with another model."""
+    try:
+        latest = checkpoint.resolve(job.run_url)
+    except FileNotFoundError:
+        return
+    with latest.as_directory() as directory:
+        state = checkpoint.read_state(Path(directory))
+    if state.loader.fingerprint != fingerprint:
+        raise ValueError(
+            f"run {job.run_url} was trained on shards with fingerprint {state.loader.fingerprint}, but data.shards "
+            f"{job.data.shards} has {fingerprint}: use a new run name (init_from for continued pretraining)"
+        )
+    if state.model != job.model.build_config().to_dict():
+        raise ValueError(f"run {job.run_url} was trained with another model config than model: {job.model}")
+
+
+def ray_storage(storage: str) -> dict:
+    """RunConfig storage arguments. For s3:// the filesystem is built here, from this process's AWS_* variables,
+    because Ray's controller and workers may run with an environment that lacks the endpoint and keys."""
+    if not storage.startswith("s3://"):
+        return {"storage_path": storage}
+    from pyarrow.fs import S3FileSystem
+
+    env = os.environ.get
+    filesystem = S3FileSystem(
+        access_key=env("AWS_ACCESS_KEY_ID"),
+        secret_key=env("AWS_SECRET_ACCESS_KEY"),
+        session_token=env("AWS_SESSION_TOKEN"),
+        region=env("AWS_REGION") or env("AWS_DEFAULT_REGION"),
+        endpoint_override=env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
+    )
+    return {"storage_path": storage.removeprefix("s3://"), "storage_filesystem": filesystem}
+
+
+def worker_env(use_gpu: bool) -> dict[str, str]:
+    """Object-store credentials and endpoints the workers need for shards and fault markers (s3fs reads env);
+    on CPU also MKL's strict reproducibility mode (results independent of memory alignment), which bit-exact
+    resume relies on."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    if not use_gpu:
+        env["MKL_CBWR"] = os.environ.get("MKL_CBWR", "AUTO,STRICT")
+    return env
+
+
+def _url(ckpt) -> str:
+    scheme = ckpt.filesystem.type_name
+    return ckpt.path if scheme == "local" else f"{scheme}://{ckpt.path}"

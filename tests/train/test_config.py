@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from hierpt.train.config import TrainJob, load_job
+from hierpt.train.deepspeed_config import deepspeed_config
+from hierpt.train.schedule import lr_at
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def job(**fields) -> TrainJob:
+    return TrainJob.model_validate(
+        {"name": "t", "storage": "/tmp/x", "data": {"shards": "/tmp/s"}, "steps": 10, **fields}
+    )
+
+
+def test_example_job_spec_loads():
+    spec = load_job(REPO / "jobs" / "tiny_pretrain.yaml")
+    assert spec.zero_stage == 2 and spec.faults[0].kill_rank == 1
+    assert spec.model.build_config().seq_words == 256
+
+
+def test_yaml_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstorage: /tmp/x\ndata: {shards: /s}\nsteps: 5\noptimizer: {warmup_steps: -1}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: optimizer.warmup_steps: "):
+        load_job(path)
+
+
+def test_model_overrides_are_checked_against_hat_fields():
+    assert (
+        job(model={"preset": "tiny", "overrides": {"backbone": {"layers": 3}}}).model.build_config().backbone.layers
+        == 3
+    )
+    with pytest.raises(ValueError, match="model.overrides.depth"):
+        job(model={"overrides": {"depth": 3}}).model.build_config()
+
+
+def test_worker_ranges_and_faults_are_validated():
+    assert job(num_workers=[1, 4]).worker_range == (1, 4)
+    with pytest.raises(ValueError, match="min <= max"):
+        job(num_workers=[3, 2])
+    with pytest.raises(ValueError, match="faults.0"):
+        job(num_workers=2, faults=[{"kill_rank": 2, "at_step": 1}])
+
+
+def test_gradient_accumulation_keeps_the_global_batch_fixed():
+    spec = job(global_batch=16, micro_batch=2)
+    for world_size, accumulation in ((1, 8), (2, 4), (4, 2), (8, 1)):
+        config = deepspeed_config(spec, world_size)
+        assert config["gradient_accumulation_steps"] == accumulation
+        assert config["train_batch_size"] == 16
+    with pytest.raises(ValueError, match="global_batch 16 is not a multiple of workers \\(3\\)"):
+        deepspeed_config(spec, 3)
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_to_ten_percent():
+    opt = job(optimizer={"lr": 1.0, "warmup_steps": 10}).optimizer
+    assert lr_at(0, 110, opt) == pytest.approx(0.1)
+    assert lr_at(9, 110, opt) == pytest.approx(1.0)
+    assert lr_at(60, 110, opt) == pytest.approx(0.55)  # half way through the decay: (1 + 0.1) / 2
+    assert lr_at(110, 110, opt) == pytest.approx(0.1)
+    decay = [lr_at(s, 110, opt) for s in range(10, 111)]
+    assert decay == sorted(decay, reverse=True)
