@@ -23,6 +23,7 @@ from hierpt.splitting import END_OF_DOC, PAD, WORD_MARK
 
 VOCAB_SIZE = 256
 IGNORE = -100
+MIN_GROUP_LOG2 = 3  # words of up to 7 bytes share one group: smaller groups cost more calls than padding
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
-        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+        return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):
@@ -222,7 +223,7 @@ class HAT(nn.Module):
         Words run in groups of similar length, each trimmed to its longest word: multilingual batches mix
         2-byte and 40-byte words, and padding all to the longest would multiply the encoder's work.
         """
-        groups = length_groups(lengths)
+        groups = length_groups(lengths, self.config.max_word_bytes)
         vectors = [self._encode_group(word_bytes[index, :width], lengths[index]) for index, width in groups]
         order = torch.cat([index for index, _ in groups])
         return torch.cat(vectors)[torch.argsort(order)]
@@ -249,10 +250,8 @@ class HAT(nn.Module):
 
     def spell(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
         """Decoder loss of spelling words [n, L] from their predictive embeddings [n, d], teacher-forced."""
-        if not len(spelled_lens):  # every sequence is a single word: nothing to predict, the graph stays whole
-            return self.score(self.lm_head(predictive[:, None]), spelled_lens.new_full((0, 1), IGNORE))
         scores = []
-        for index, width in length_groups(spelled_lens):  # as in encode_words: groups of similar length
+        for index, width in length_groups(spelled_lens, self.config.max_word_bytes):  # as in encode_words
             group_bytes, group_lens = spelled[index, :width], spelled_lens[index]
             logits = self.decode_logits(predictive[index], group_bytes)
             scores.append(self.score(logits, end_of_word_targets(group_bytes, group_lens)))
@@ -299,13 +298,17 @@ class HAT(nn.Module):
         return flops_per_word(self.config, bytes_per_word)
 
 
-def length_groups(lengths: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
-    """Words grouped by the power of two above their length + 1: (indices, longest length) per group."""
-    keys = torch.ceil(torch.log2(lengths.float() + 1)).long()
+def length_groups(lengths: torch.Tensor, max_word_bytes: int) -> list[tuple[torch.Tensor, int]]:
+    """Words grouped by the power of two above their length + 1 (at least 8): (indices, longest length).
+
+    The set of groups depends only on max_word_bytes, never on the batch: empty groups are kept, so every
+    rank calls the byte modules equally often (ZeRO-3 gathers parameters per call, in lockstep).
+    """
+    keys = torch.ceil(torch.log2(lengths.float() + 1)).long().clamp(min=MIN_GROUP_LOG2)
     groups = []
-    for key in torch.unique(keys).tolist():
+    for key in range(MIN_GROUP_LOG2, max(MIN_GROUP_LOG2, math.ceil(math.log2(max_word_bytes + 1))) + 1):
         index = torch.nonzero(keys == key).squeeze(1)
-        groups.append((index, int(lengths[index].max())))
+        groups.append((index, int(lengths[index].max()) if len(index) else 1))
     return groups
 
 
