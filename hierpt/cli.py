@@ -106,7 +106,7 @@ def _jobs(args: argparse.Namespace) -> None:
 def _prep(args: argparse.Namespace) -> None:
     import logging
 
-    import ray.data  # configures its loggers on import; quieten them after that
+    import ray.data  # noqa: F401 - configures its loggers on import; quieten them after that
 
     from hierpt.data.prep import prepare
 
@@ -116,11 +116,14 @@ def _prep(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from hierpt.train.config import load_job
-    from hierpt.train.run import train
+    from hierpt.jobs import execute
+    from hierpt.jobs.specs import load_spec
 
+    spec = load_spec(args.job)
+    if spec.kind not in ("pretrain", "continued_pretrain"):
+        raise ValueError(f"{args.job}: `hierpt train` runs pretrain and continued_pretrain specs, not {spec.kind}")
     overrides = {k: v for k, v in (("name", args.name), ("storage", args.storage)) if v is not None}
-    print(json.dumps(train(load_job(args.job, **overrides))))
+    execute.main(spec.model_copy(update=overrides))
 
 
 def _export(args: argparse.Namespace) -> None:

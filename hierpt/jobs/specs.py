@@ -127,7 +127,8 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
         return _ADAPTER.validate_python(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        loc = first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]  # drop the union tag
+        where = ".".join(str(p) for p in loc) or "(top level)"
         raise ValueError(f"{source}: {where}: {first['msg']}") from None
 
 

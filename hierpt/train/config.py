@@ -9,12 +9,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -133,17 +131,3 @@ class TrainJob(Spec):
         if self.tensorboard_dir or "://" in self.storage:
             return self.tensorboard_dir
         return os.path.join(self.run_url, "tensorboard")
-
-
-def load_job(path: str | os.PathLike, **overrides) -> TrainJob:
-    """Read a YAML job spec; errors name the file and the field path."""
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a job spec is a YAML mapping")  # noqa: TRY004 - bad input: one line in the CLI
-    try:
-        return TrainJob.model_validate({**raw, **overrides})
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ValueError(f"{path}: {where}: {first['msg']}") from None

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from hierpt.train.config import TrainJob, load_job
+from hierpt.jobs.specs import load_spec
+from hierpt.train.config import TrainJob
 from hierpt.train.deepspeed_config import deepspeed_config
 from hierpt.train.schedule import lr_at
 
@@ -16,16 +17,16 @@ def job(**fields) -> TrainJob:
 
 
 def test_example_job_spec_loads():
-    spec = load_job(REPO / "jobs" / "tiny_pretrain.yaml")
+    spec = load_spec(REPO / "jobs" / "tiny_pretrain.yaml")
     assert spec.zero_stage == 2 and spec.faults[0].kill_rank == 1
     assert spec.model.build_config().seq_words == 256
 
 
 def test_yaml_errors_name_the_file_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("name: x\nstorage: /tmp/x\ndata: {shards: /s}\nsteps: 5\noptimizer: {warmup_steps: -1}\n")
+    path.write_text("kind: pretrain\nname: x\nstorage: /tmp/x\ndata: {shards: /s}\nsteps: 5\noptimizer: {warmup_steps: -1}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: optimizer.warmup_steps: "):
-        load_job(path)
+        load_spec(path)
 
 
 def test_model_overrides_are_checked_against_hat_fields():
