@@ -81,7 +81,8 @@ class PretrainJob(Submission, TrainJob):
 class ContinuedPretrainJob(Submission, TrainJob):
     """Continue from an export or from another run's latest checkpoint, on new data.
 
-    `init_from` is an export directory or a run URL; `optimizer.warmup_steps` re-warms the learning rate.
+    `init_from` is an export directory or a run URL; `optimizer.warmup_steps` re-warms the learning rate;
+    `freeze` keeps modules as they are (e.g. the backbone, to adapt only the byte modules to a new script).
     """
 
     kind: Literal["continued_pretrain"]

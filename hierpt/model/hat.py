@@ -337,17 +337,20 @@ def end_of_word_targets(word_bytes: torch.Tensor, lengths: torch.Tensor) -> torc
     return targets.long()
 
 
-def count_params(module: HAT) -> dict[str, int]:
-    """Parameters per module; the projections belong to the byte module on their side (paper Table 2)."""
-    groups = {
-        "encoder": ("encoder_embed", "encoder", "encoder_to_backbone"),
-        "backbone": ("backbone",),
-        "decoder": ("backbone_to_decoder", "decoder_embed", "decoder", "lm_head"),
-    }
-    counts = {
-        name: sum(p.numel() for part in parts for p in getattr(module, part).parameters())
-        for name, parts in groups.items()
-    }
+# The paper's Table 2 split: each projection belongs to the byte module on its side.
+MODULE_GROUPS = {
+    "encoder": ("encoder_embed", "encoder", "encoder_to_backbone"),
+    "backbone": ("backbone",),
+    "decoder": ("backbone_to_decoder", "decoder_embed", "decoder", "lm_head"),
+}
+
+
+def group_parameters(model: HAT, group: str) -> list[nn.Parameter]:
+    return [p for part in MODULE_GROUPS[group] for p in getattr(model, part).parameters()]
+
+
+def count_params(model: HAT) -> dict[str, int]:
+    counts = {group: sum(p.numel() for p in group_parameters(model, group)) for group in MODULE_GROUPS}
     counts["total"] = sum(counts.values())
     return counts
 

@@ -95,6 +95,7 @@ class TrainJob(Spec):
     peak_flops: float | None = None  # per device, for MFU; default from a table (GPU) or a matmul probe (CPU)
     faults: list[FaultSpec] = Field(default_factory=list)
     init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
+    freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)  # kept as they are
     export_to: str | None = None  # export the final checkpoint here after training
     trace_dir: str | None = None  # debug/test: per-rank JSONL of every executed step (samples, loss)
 
@@ -104,6 +105,13 @@ class TrainJob(Spec):
         low, high = (value, value) if isinstance(value, int) else value
         if not 1 <= low <= high:
             raise ValueError(f"needs 1 <= min <= max, got {value}")
+        return value
+
+    @field_validator("freeze")
+    @classmethod
+    def _something_trains(cls, value: list[str]) -> list[str]:
+        if len(set(value)) == 3:
+            raise ValueError("freezing encoder, backbone and decoder leaves nothing to train")
         return value
 
     @field_validator("storage")

@@ -11,6 +11,7 @@ import torch
 
 from hierpt.data.loader import DeterministicLoader
 from hierpt.data.shards import read_manifest
+from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
 from hierpt.train.deepspeed_config import deepspeed_config
@@ -87,12 +88,16 @@ def build_model(job: TrainJob, model_config, fresh_start: bool) -> torch.nn.Modu
     """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
     if not (fresh_start and job.init_from):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
-        return job.model.build()
-    from hierpt.model.export import load_export
+        model = job.model.build()
+    else:
+        from hierpt.model.export import load_export
 
-    model = load_export(job.init_from)
-    if model.config != model_config:
-        raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
+        model = load_export(job.init_from)
+        if model.config != model_config:
+            raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
+    for group in job.freeze:
+        for parameter in group_parameters(model, group):
+            parameter.requires_grad_(False)
     return model.train()
 
 
@@ -100,8 +105,9 @@ def build_engine(job: TrainJob, model: torch.nn.Module, world_size: int, load_un
     """DeepSpeed engine; no weight decay on norms (1-D parameters), as usual for Llama-style models."""
     import deepspeed
 
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     config = deepspeed_config(job, world_size, load_universal)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=config)

@@ -139,13 +139,16 @@ def test_zero2_kill_while_checkpointing_then_resize_export_and_continue_on_new_s
     # continued pretraining: weights from the export, new optimizer, new shards from their first sample
     cont_trace = tmp_path / "trace-cont"
     cont = train(make_job("zero2-cont", storage, shards_b, cont_trace, zero_stage=2, steps=2, num_workers=1,
-                          init_from=str(export_dir)))  # fmt: skip
+                          init_from=str(export_dir), freeze=["backbone"], export_to=str(tmp_path / "cont")))  # fmt: skip
     assert cont["resumed_from_step"] is None and cont["samples_consumed"] == 2 * GLOBAL_BATCH
     state = checkpoint.read_state(Path(cont["checkpoint"]))
     assert state.loader.fingerprint == read_manifest(shards_b).fingerprint and state.step == 2
     first_step = min(read_trace(cont_trace), key=lambda line: line["step"])
     assert first_step["loss"] == pytest.approx(first_batch_loss(exported, shards_b), rel=1e-4)
     assert first_step["loss"] < first_batch_loss(HAT(exported.config), shards_b) - 0.2  # not a fresh model
+    continued = load_export(str(tmp_path / "cont")).state_dict()
+    for name, tensor in exported.state_dict().items():  # the frozen backbone stayed, the byte modules learned
+        assert torch.equal(tensor, continued[name]) == name.startswith("backbone."), name
 
 
 def first_batch_loss(model, shards) -> float:
