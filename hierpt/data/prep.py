@@ -31,7 +31,14 @@ import pyarrow.parquet as pq
 from hierpt.data.packing import Packer
 from hierpt.data.parts import EXAMPLES_PER_REASON, FileResult, write_part
 from hierpt.data.recipe import Recipe, load_recipe
-from hierpt.data.shards import MANIFEST, LanguageStats, Manifest, ShardFile, read_manifest, write_manifest
+from hierpt.data.shards import (
+    MANIFEST,
+    LanguageStats,
+    Manifest,
+    ShardFile,
+    read_manifest,
+    write_manifest,
+)
 from hierpt.data.sources import InputFile, list_inputs
 from hierpt.splitting import SPLITTER_NAME, splitter_version
 

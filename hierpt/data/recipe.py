@@ -13,7 +13,15 @@ from typing import Literal
 
 import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hierpt.splitting import DEFAULT_MAX_WORD_BYTES
 

@@ -31,7 +31,12 @@ from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
 from hierpt.model.baseline import Baseline, is_baseline_export, load_baseline_export
 from hierpt.model.export import load_export
 from hierpt.model.hat import HAT, IGNORE
-from hierpt.splitting import DEFAULT_MAX_WORD_BYTES, END_OF_DOC_WORD, split_words, words_to_tensors
+from hierpt.splitting import (
+    DEFAULT_MAX_WORD_BYTES,
+    END_OF_DOC_WORD,
+    split_words,
+    words_to_tensors,
+)
 
 UNDETERMINED = "und"
 ALL = "all"

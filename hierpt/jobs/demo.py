@@ -39,7 +39,14 @@ def run_demo(config: DemoConfig) -> dict:
     from hierpt.model.export import load_export
     from hierpt.model.generate import SamplingConfig, generate_text
     from hierpt.model.hat import HATConfig
-    from hierpt.train.config import CheckpointSpec, DataSpec, FaultSpec, ModelSpec, OptimizerSpec, TrainJob
+    from hierpt.train.config import (
+        CheckpointSpec,
+        DataSpec,
+        FaultSpec,
+        ModelSpec,
+        OptimizerSpec,
+        TrainJob,
+    )
     from hierpt.train.run import train
 
     workdir = Path(config.workdir).resolve()

@@ -12,7 +12,13 @@ import sys
 
 import fsspec
 
-from hierpt.jobs.specs import ContinuedPretrainJob, EvalJob, JobSpec, PrepJob, PretrainJob
+from hierpt.jobs.specs import (
+    ContinuedPretrainJob,
+    EvalJob,
+    JobSpec,
+    PrepJob,
+    PretrainJob,
+)
 from hierpt.train.config import TrainJob
 
 EXIT_OWN_ERROR = 2

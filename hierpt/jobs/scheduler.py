@@ -77,10 +77,19 @@ class Scheduler:
     # -- the reconcile loop ------------------------------------------------------------------------------
     def tick(self) -> None:
         for job in self.store.jobs(ACTIVE):
-            if job.state == "queued" and time.time() >= job.retry_at:
-                self._send(job)
-            elif job.state == "running":
-                self._observe(job)
+            try:
+                if job.state == "queued" and time.time() >= job.retry_at:
+                    self._send(job)
+                elif job.state == "running":
+                    self._observe(job)
+            except (RuntimeError, ConnectionError, OSError) as error:
+                # The cluster did not answer (starting up, restarting, unreachable): the job keeps its state
+                # and the next tick asks again. Nothing was recorded as sent that Ray did not accept.
+                message = f"cluster not answering, retrying: {error}".splitlines()[0]
+                print(f"hierpt jobs: {job.job_id}: {message}", file=sys.stderr)
+                self.store.update_job(job.job_id, message=message)
+            except ValueError as error:  # e.g. a credential the spec names is no longer in this environment
+                self.store.update_job(job.job_id, state="failed", message=str(error))
         self._queue_checkpoint_evals()
 
     def run(self, poll_s: float = 5.0, until_idle: bool = False) -> None:

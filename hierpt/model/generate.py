@@ -8,7 +8,15 @@ from dataclasses import dataclass
 import torch
 
 from hierpt.model.hat import HAT
-from hierpt.splitting import END_OF_DOC, END_OF_DOC_WORD, PAD, WORD_MARK, join_words, split_words, words_to_tensors
+from hierpt.splitting import (
+    END_OF_DOC,
+    END_OF_DOC_WORD,
+    PAD,
+    WORD_MARK,
+    join_words,
+    split_words,
+    words_to_tensors,
+)
 
 # Byte values that never start or continue valid UTF-8 text, besides the specials handled per position.
 _NEVER_TEXT = [0xC0, 0xC1, *range(0xF5, 0x100)]

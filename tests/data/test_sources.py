@@ -9,7 +9,13 @@ import pytest
 import zstandard
 
 from hierpt.data.recipe import Recipe, Source, load_recipe
-from hierpt.data.sources import Document, InputFile, Rejection, list_inputs, read_documents
+from hierpt.data.sources import (
+    Document,
+    InputFile,
+    Rejection,
+    list_inputs,
+    read_documents,
+)
 
 
 def _read(path, fmt, text_field="text", max_doc_bytes=64 << 20):

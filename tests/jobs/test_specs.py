@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from hierpt.jobs.specs import ContinuedPretrainJob, EvalJob, PretrainJob, forwarded_env, load_spec, parse_spec
+from hierpt.jobs.specs import (
+    ContinuedPretrainJob,
+    EvalJob,
+    PretrainJob,
+    forwarded_env,
+    load_spec,
+    parse_spec,
+)
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 from hierpt.jobs.scheduler import is_interruption
 from hierpt.jobs.store import Store
 
@@ -28,3 +30,36 @@ def test_interruptions_are_told_apart_from_own_failures():
     assert is_interruption("FAILED", 75)  # hierpt run: workers lost beyond the run's retries
     assert not is_interruption("FAILED", 2)  # bad spec or data
     assert not is_interruption("FAILED", 1)  # a bug: resubmitting fails the same way
+
+
+class StartingCluster:
+    """A Jobs API that refuses the first submission, as a freshly started cluster does ("No available agent")."""
+
+    def __init__(self):
+        self.accepted: list[str] = []
+        self.refusals = 1
+
+    def get_job_info(self, submission_id):
+        if submission_id not in self.accepted:
+            raise RuntimeError(f"Request failed with status code 404: Job {submission_id} does not exist.")
+        return SimpleNamespace(status="RUNNING", message="", driver_exit_code=None)
+
+    def submit_job(self, *, submission_id, **_):
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job")
+        self.accepted.append(submission_id)
+
+
+def test_a_cluster_that_is_not_ready_delays_the_submission_without_losing_or_doubling_it(tmp_path):
+    from hierpt.jobs.scheduler import Scheduler
+    from hierpt.jobs.specs import parse_spec
+
+    spec = parse_spec({"kind": "prep", "recipe": "r.yaml", "output": str(tmp_path / "out")})
+    cluster = StartingCluster()
+    scheduler = Scheduler(Store(tmp_path / "s.db"), cluster)
+    job_id = scheduler.submit(spec, job_id="p")
+    assert scheduler.store.job(job_id).state == "queued" and "No available agent" in scheduler.store.job(job_id).message
+    scheduler.tick()
+    scheduler.tick()
+    assert scheduler.store.job(job_id).state == "running" and cluster.accepted == ["p-a0"]

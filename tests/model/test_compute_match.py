@@ -4,7 +4,12 @@ import pytest
 
 from hierpt.data.bpe import BPETokenizer
 from hierpt.model.baseline import BaselineConfig, flops_per_token
-from hierpt.model.compute_match import PAPER_COMPRESSION, TOLERANCE, main, match_baseline
+from hierpt.model.compute_match import (
+    PAPER_COMPRESSION,
+    TOLERANCE,
+    main,
+    match_baseline,
+)
 from hierpt.model.hat import HATConfig, flops_per_word
 from hierpt.splitting import split_words
 

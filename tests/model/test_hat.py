@@ -7,7 +7,13 @@ import torch
 
 from hierpt.model.generate import SamplingConfig, generate_text, generate_words
 from hierpt.model.hat import HAT, HATConfig, build_meta, flops_per_word
-from hierpt.splitting import END_OF_DOC_WORD, document_words, join_words, split_words, words_to_tensors
+from hierpt.splitting import (
+    END_OF_DOC_WORD,
+    document_words,
+    join_words,
+    split_words,
+    words_to_tensors,
+)
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. Der schnelle braune Fuchs springt. "
