@@ -26,7 +26,7 @@ from hierpt.data.sample_corpus import LANGUAGES, documents
 from hierpt.eval.metrics import compression
 from hierpt.model.baseline import Baseline, BaselineConfig
 from hierpt.model.compute_match import PAPER_COMPRESSION, match_baseline
-from hierpt.model.hat import HAT, IGNORE, HATConfig
+from hierpt.model.hat import HAT, IGNORE, HATConfig, length_groups
 from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
 
 
@@ -105,10 +105,12 @@ def main() -> None:
             predicted_bytes[name] = int(out.utf8_bytes)
 
     step_s = {name: statistics.median(s) for name, s in seconds.items()}
-    # The byte modules run on [words, longest word + 1]: the share of those positions that is padding.
+    # The byte modules run on words in length groups, each padded to its longest word + 1 (hat.length_groups):
+    # the share of the positions they compute on that is padding.
     lengths = batches["hat"]["lengths"]
-    words = int((lengths > 0).sum())
-    padding = 1 - (int(lengths.sum()) + words) / (words * (lengths.max().item() + 1))
+    present = lengths[lengths > 0]
+    computed = sum(len(index) * (width + 1) for index, width in length_groups(present, hat_config.max_word_bytes))
+    padding = 1 - (int(present.sum()) + len(present)) / computed
     bytes_per_s = {name: predicted_bytes[name] / step_s[name] for name in models}
     ratio = bytes_per_s["hat"] / bytes_per_s["baseline"]
     summary = match.summary()

@@ -8,6 +8,7 @@ failure (Ray workers or nodes lost beyond the run's own retries: worth resubmitt
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import fsspec
@@ -41,7 +42,9 @@ def execute(spec: JobSpec) -> dict:
 def as_train_job(spec: PretrainJob | ContinuedPretrainJob) -> TrainJob:
     """The plain training spec; a continued run starting from another run first exports that run's weights."""
     fields = spec.model_dump(include=set(TrainJob.model_fields))
-    if isinstance(spec, ContinuedPretrainJob):
+    if isinstance(spec, ContinuedPretrainJob) and spec.optimizer_state == "keep":
+        fields["init_from_checkpoint"] = resolve_checkpoint(spec.init_from)
+    elif isinstance(spec, ContinuedPretrainJob):
         fields["init_from"] = resolve_export(spec.init_from, f"{spec.run_url}/init-export")
     return TrainJob.model_validate(fields)
 
@@ -60,16 +63,31 @@ def resolve_export(source: str, export_to: str) -> str:
     return export_to
 
 
+def resolve_checkpoint(source: str) -> str:
+    """A checkpoint directory as it is, or a run's latest committed checkpoint (exports hold no optimizer)."""
+    from hierpt.train import checkpoint
+
+    try:
+        return _checkpoint_url(checkpoint.resolve(source))
+    except FileNotFoundError as error:
+        raise ValueError(f"optimizer_state: keep needs a run or checkpoint to continue from: {error}") from None
+
+
 def committed_checkpoints(run_url: str) -> list[tuple[int, str]]:
     """(step, URL) of every checkpoint Ray Train has committed for a run, oldest first; [] before the first."""
     from ray.train import Result
 
     from hierpt.train.checkpoint import read_state
 
+    quiet = logging.getLogger("ray.train")  # Result.from_path announces the run snapshot at INFO on every call
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         result = Result.from_path(run_url)
     except (RuntimeError, FileNotFoundError, ValueError):
         return []
+    finally:
+        quiet.setLevel(level)
     found = []
     for ckpt, metrics in result.best_checkpoints:
         step = metrics.get("step")

@@ -54,6 +54,16 @@ def latest() -> Iterator[Resume | None]:
         yield Resume(Path(directory), read_state(Path(directory)))
 
 
+@contextlib.contextmanager
+def opened(url: str | None) -> Iterator[Resume | None]:
+    """A given checkpoint (a directory or URL, downloaded if remote); None passes through."""
+    if url is None:
+        yield None
+        return
+    with ray.train.Checkpoint(url).as_directory() as directory:
+        yield Resume(Path(directory), read_state(Path(directory)))
+
+
 def read_state(directory: str | Path) -> TrainState:
     path = Path(directory) / STATE_FILE
     if not path.exists():

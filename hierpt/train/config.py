@@ -95,6 +95,7 @@ class TrainJob(Spec):
     peak_flops: float | None = None  # per device, for MFU; default from a table (GPU) or a matmul probe (CPU)
     faults: list[FaultSpec] = Field(default_factory=list)
     init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
+    init_from_checkpoint: str | None = None  # a hierpt checkpoint: its weights *and* optimizer state; fresh data
     freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)  # kept as they are
     export_to: str | None = None  # export the final checkpoint here after training
     trace_dir: str | None = None  # debug/test: per-rank JSONL of every executed step (samples, loss)
@@ -118,6 +119,14 @@ class TrainJob(Spec):
     @classmethod
     def _storage(cls, value: str) -> str:
         return value if "://" in value else str(Path(value).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _one_starting_point(self) -> TrainJob:
+        if self.init_from and self.init_from_checkpoint:
+            raise ValueError("set at most one of init_from (weights) and init_from_checkpoint (weights + optimizer)")
+        if self.init_from_checkpoint and self.freeze:
+            raise ValueError("init_from_checkpoint keeps the optimizer state of all parameters: it cannot freeze some")
+        return self
 
     @model_validator(mode="after")
     def _faults_in_range(self) -> TrainJob:

@@ -30,11 +30,14 @@ def train_worker(config: dict) -> None:
     model_config = job.model.build_config()
     check_shards_fit_model(job, model_config)
 
-    with checkpoint.latest() as resume:
+    with checkpoint.latest() as resume, checkpoint.opened(None if resume else job.init_from_checkpoint) as initial:
+        if initial is not None and initial.state.model != model_config.to_dict():
+            raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
+        restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
         model = build_model(job, model_config, fresh_start=resume is None)
-        engine = build_engine(job, model, world_size, checkpoint.needs_universal(resume, world_size))
-        if resume is not None:
-            checkpoint.load(engine, resume, world_size)
+        engine = build_engine(job, model, world_size, checkpoint.needs_universal(restore, world_size))
+        if restore is not None:
+            checkpoint.load(engine, restore, world_size)
     start_step = 0 if resume is None else resume.state.step
     loader = DeterministicLoader(
         job.data.shards, job.data.seed, job.global_batch, job.micro_batch, rank, world_size,

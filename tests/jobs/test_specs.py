@@ -83,3 +83,13 @@ def test_relative_local_paths_become_absolute_before_a_spec_travels(tmp_path, mo
     assert spec.data.shards == str(tmp_path / "shards/a")
     assert spec.evaluate.text == str(tmp_path / "held.jsonl")
     assert spec.init_from == "s3://bucket/export"
+
+
+def test_keeping_the_optimizer_needs_a_checkpoint_and_no_frozen_modules():
+    from hierpt.jobs.execute import as_train_job
+
+    spec = parse_spec({**PRETRAIN, "kind": "continued_pretrain", "init_from": "/no/such/run", "optimizer_state": "keep"})
+    with pytest.raises(ValueError, match="optimizer_state: keep needs a run or checkpoint"):
+        as_train_job(spec)
+    with pytest.raises(ValueError, match="cannot freeze"):
+        parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt", "freeze": ["backbone"]})

@@ -150,6 +150,18 @@ def test_zero2_kill_while_checkpointing_then_resize_export_and_continue_on_new_s
     for name, tensor in exported.state_dict().items():  # the frozen backbone stayed, the byte modules learned
         assert torch.equal(tensor, continued[name]) == name.startswith("backbone."), name
 
+    # keeping the optimizer: weights *and* AdamW moments of the run's latest checkpoint, data from sample 0
+    latest = checkpoint.resolve(str(storage / "zero2")).path
+    runs = {}
+    for name, start in (("keep", {"init_from_checkpoint": latest}), ("reset", {"init_from": str(export_dir)})):
+        runs[name] = train(make_job(f"zero2-{name}", storage, shards_b, tmp_path / f"trace-{name}", zero_stage=2,
+                                    steps=2, num_workers=1, export_to=str(tmp_path / name), **start))  # fmt: skip
+    assert runs["keep"]["resumed_from_step"] is None and runs["keep"]["samples_consumed"] == 2 * GLOBAL_BATCH
+    first_loss = {name: min(read_trace(tmp_path / f"trace-{name}"), key=lambda line: line["step"])["loss"] for name in runs}
+    assert first_loss["keep"] == pytest.approx(first_loss["reset"], rel=1e-6)  # the same weights to start from
+    kept, reset = (load_export(str(tmp_path / name)).state_dict() for name in ("keep", "reset"))
+    assert any(not torch.equal(kept[n], reset[n]) for n in kept), "only the optimizer state differed"
+
 
 def first_batch_loss(model, shards) -> float:
     """Mean micro-batch loss of the first global batch of `shards` (seed 7), as the training loop computes it."""
