@@ -56,7 +56,7 @@ def run_demo(config: DemoConfig) -> dict:
     heldout = corpus / "heldout.jsonl"  # all languages, the held-back one included: it shows what was not seen
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False)  # worker output (the training progress) shows here
+        ray.init()  # worker output (the training progress) shows here
 
     model = HATConfig.from_name(config.preset)
     recipe = Recipe(
@@ -79,12 +79,14 @@ def run_demo(config: DemoConfig) -> dict:
         zero_stage=2,
         num_workers=config.workers,
         checkpoint=CheckpointSpec(every=config.checkpoint_every, keep_last=2),
+        log_every=10,  # Ray reports (a barrier across workers) every 10 steps; the progress bar shows every step
         faults=[] if config.kill_at_step is None else [FaultSpec(kill_rank=config.workers - 1, at_step=config.kill_at_step)],
         export_to=str(workdir / "export"),
     )
     summary = train(job)
     evaluation = evaluate_checkpoint(summary["export_path"], str(heldout))
-    sample = generate_text(load_export(summary["export_path"]), config.prompt, SamplingConfig(max_words=20))
+    sampling = SamplingConfig(max_words=20, temperature=0.8, top_p=0.95)  # greedy loops on a model this small
+    sample = generate_text(load_export(summary["export_path"]), config.prompt, sampling)
     return {
         **summary,
         "shard_rows": manifest.total_rows,
