@@ -7,6 +7,8 @@ set -euo pipefail
 TEMP_DIR=${HIERPT_RAY_TEMP_DIR:-/tmp/hierpt-ray-$(id -u)}
 GCS_PORT=${HIERPT_RAY_PORT:-6390}            # outside Ray's default worker port range 10002-19999
 DASHBOARD_PORT=${HIERPT_DASHBOARD_PORT:-8275}
+AGENT_PORT=${HIERPT_AGENT_PORT:-52375}         # Ray's default 52365 is taken by any other Ray on the machine,
+CLIENT_PORT=${HIERPT_CLIENT_PORT:-10011}       # and so is 10001: then the Jobs API has no agent to run jobs
 NUM_CPUS=${HIERPT_NUM_CPUS:-$(nproc)}
 RAY=${RAY:-$(command -v ray || echo .venv/bin/ray)}
 PGID_FILE="$TEMP_DIR/hierpt-cluster.pgid"
@@ -21,6 +23,7 @@ case "${1:-}" in
     mkdir -p "$TEMP_DIR"
     # setsid: every Ray daemon of this cluster shares one new process group, recorded for `stop`.
     setsid "$RAY" start --head --port="$GCS_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+      --dashboard-agent-listen-port="$AGENT_PORT" --ray-client-server-port="$CLIENT_PORT" \
       --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >"$TEMP_DIR/start.log" 2>&1 &
     pid=$!
     echo "$pid" >"$PGID_FILE"
