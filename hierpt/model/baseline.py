@@ -12,7 +12,7 @@ only; padding is `IGNORE` in ``tokens``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -21,7 +21,7 @@ from torch import nn
 
 from hierpt.data.bpe import BPETokenizer
 from hierpt.model.export import read_export_document, read_weights, save_export
-from hierpt.model.hat import IGNORE, Stack, StackConfig, stack_flops
+from hierpt.model.hat import IGNORE, Stack, StackConfig, from_preset, stack_flops
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,7 @@ class BaselineConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> BaselineConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
+        return from_preset(PRESETS, name, **overrides)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -65,9 +65,7 @@ class HATConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> HATConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
+        return from_preset(PRESETS, name, **overrides)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +75,13 @@ class HATConfig:
         stacks = {k: StackConfig(**raw[k]) for k in ("encoder", "backbone", "decoder")}
         rest = {k: v for k, v in raw.items() if k not in stacks}
         return cls(**stacks, **rest)
+
+
+def from_preset(presets: dict, name: str, **overrides):
+    """A named config with field overrides; shared by the HAT and the baseline presets."""
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    return replace(presets[name], **overrides)
 
 
 def _paper(backbone_layers: int, backbone_dim: int, byte_layers: int, byte_heads: int) -> HATConfig:
