@@ -35,7 +35,7 @@ def main() -> None:
 
     import deepspeed
 
-    from hierpt.data.loader import DeterministicLoader, LoaderState
+    from hierpt.data.loader import DeterministicLoader, LoaderState, word_batch
     from hierpt.model.hat import HATConfig
     from hierpt.train.config import TrainJob
     from hierpt.train.loop import build_engine
@@ -51,11 +51,11 @@ def main() -> None:
 
     def one_step(engine, loader) -> None:
         for micro in loader.next_step():
-            engine.backward(engine(micro.word_bytes, micro.lengths).loss)
+            engine.backward(engine(**micro.inputs).loss)
             engine.step()
 
     engine = build_engine(job, job.model.build(), 1, False)
-    one_step(engine, DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, tiny.max_word_bytes))
+    one_step(engine, DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, word_batch(tiny.max_word_bytes)))
     engine.save_checkpoint(f"{root}/ckpt", tag="ds", client_state={"universal_checkpoint_info": {}})
 
     def resume_seconds(samples_consumed: int) -> tuple[float, float]:
@@ -66,9 +66,9 @@ def main() -> None:
         loader_start = time.perf_counter()
         state = LoaderState(samples_consumed=samples_consumed, epoch=samples_consumed // manifest.total_rows,
                             fingerprint=manifest.fingerprint)  # fmt: skip
-        loader = DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, tiny.max_word_bytes, state)
+        loader = DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, word_batch(tiny.max_word_bytes), state)
         for position in loader.rank_positions():  # reads the rows the first step needs
-            loader.rows.words(loader.row_of(position))
+            loader.rows.sequence(loader.row_of(position))
         loader_seconds = time.perf_counter() - loader_start
         one_step(engine, loader)
         return time.perf_counter() - start, loader_seconds

@@ -9,9 +9,13 @@ import sys
 
 
 def _model_info(args: argparse.Namespace) -> None:
-    from hierpt.model.hat import HATConfig, build_meta
+    import torch
 
-    counts = build_meta(HATConfig.from_name(args.preset)).num_params()
+    from hierpt.model.family import FAMILIES
+
+    family = FAMILIES[args.family]
+    with torch.device("meta"):  # shapes and counts without allocating a 7B model
+        counts = family.model_type(family.config_type.from_name(args.preset)).num_params()
     if args.json:
         print(json.dumps(counts))
         return
@@ -20,12 +24,12 @@ def _model_info(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from hierpt.model.export import load_export
-    from hierpt.model.generate import SamplingConfig, generate_text
+    from hierpt.model.family import load_any_export
+    from hierpt.model.generate import SamplingConfig, continue_text
 
-    model = load_export(args.checkpoint)
+    model, tokenizer = load_any_export(args.checkpoint)
     sampling = SamplingConfig(max_words=args.max_words, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    print(args.prompt + generate_text(model, args.prompt, sampling))
+    print(args.prompt + continue_text(model, tokenizer, args.prompt, sampling))
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -109,9 +113,15 @@ def _prep(args: argparse.Namespace) -> None:
     import ray.data  # noqa: F401 - configures its loggers on import; quieten them after that
 
     from hierpt.data.prep import prepare
+    from hierpt.data.recipe import TokenShardSpec
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
-    manifest = prepare(args.recipe, args.output, workers=args.workers)
+    tokens = None
+    if args.seq_tokens is not None:
+        tokens = TokenShardSpec(seq_tokens=args.seq_tokens, vocab_size=args.vocab_size, tokenizer=args.tokenizer)
+    elif args.vocab_size is not None or args.tokenizer is not None:
+        raise ValueError("--vocab-size and --tokenizer make token shards: give --seq-tokens too")
+    manifest = prepare(args.recipe, args.output, workers=args.workers, tokens=tokens)
     print(f"fingerprint {manifest.fingerprint}")
 
 
@@ -138,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("model-info", help="parameter counts per module of a preset (no weights allocated)")
     info.add_argument("preset")
-    info.add_argument("--json", action="store_true", help="one JSON object: encoder, backbone, decoder, total")
+    info.add_argument("--family", choices=["hat", "baseline"], default="hat")
+    info.add_argument("--json", action="store_true", help="one JSON object: parameters per module and total")
     info.set_defaults(run=_model_info)
 
     gen = commands.add_parser("generate", help="continue a prompt with an exported checkpoint")
@@ -154,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("recipe", help="recipe YAML (see data_prep/README.md)")
     prep.add_argument("--output", help="shard set URL (file path, s3://...); default: the recipe's `output`")
     prep.add_argument("--workers", type=int, help="parallel Ray tasks (default: all CPUs of the cluster)")
+    prep.add_argument("--seq-tokens", type=int, help="write BPE token shards (the baseline's) of this many ids per row")
+    prep.add_argument("--vocab-size", type=int, help="token shards: train a BPE tokenizer with this many ids")
+    prep.add_argument("--tokenizer", help="token shards: reuse this tokenizer JSON instead of training one")
     prep.set_defaults(run=_prep)
 
     tr = commands.add_parser("train", help="distributed HAT training (Ray Train + DeepSpeed); resumes a run by name")

@@ -8,12 +8,15 @@ produce it — the same reason the HAT keeps its specials in byte values that ne
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import fsspec
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from hierpt.model.hat import IGNORE
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class BPETokenizer:
             f.write(self.tokenizer.to_str())
         return url
 
+    def sha256(self) -> str:
+        """Identifies the vocabulary: token shards, checkpoints and exports must agree on it."""
+        return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
+
     @property
     def eod_id(self) -> int:
         return self.tokenizer.get_vocab_size()
@@ -75,6 +82,14 @@ class BPETokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i != self.eod_id])
+
+    def batch(self, rows: Sequence[Sequence[int]], token_bytes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The baseline's inputs for rows of ids: ``tokens`` right-padded with IGNORE, and their UTF-8 byte counts."""
+        table = self.token_bytes() if token_bytes is None else token_bytes
+        tokens = torch.full((len(rows), max(len(r) for r in rows)), IGNORE, dtype=torch.int64)
+        for index, row in enumerate(rows):
+            tokens[index, : len(row)] = torch.as_tensor(row, dtype=torch.int64)
+        return {"tokens": tokens, "token_bytes": torch.where(tokens >= 0, table[tokens.clamp(min=0)], 0)}
 
     def token_bytes(self) -> torch.Tensor:
         """UTF-8 bytes each id stands for ([vocab_size] int64; 0 for end of document).

@@ -6,12 +6,15 @@ contiguous slice of B/W samples and cuts it into micro-batches, so the partition
 therefore the gradient of a step) does not depend on W. The resumable state is `LoaderState`: two integers
 and the manifest fingerprint. Resuming at sample 10^9 costs one permutation, like resuming at 0.
 
-Rows are read by random access: Parquet row groups are read on demand and kept in a small LRU cache.
+Rows are read by random access: Parquet row groups are read on demand and kept in a small LRU cache. The
+loader does not know the model: `collate` turns rows (word lists, or BPE id lists of token shards) into the
+model's keyword inputs (`word_batch`, `BPETokenizer.batch`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import fsspec
@@ -25,6 +28,8 @@ from hierpt.splitting import words_to_tensors
 
 ROW_GROUP_CACHE = 256
 
+Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
+
 
 class LoaderState(BaseModel):
     """What a checkpoint stores to resume the data order exactly."""
@@ -36,16 +41,26 @@ class LoaderState(BaseModel):
 
 
 class MicroBatch(NamedTuple):
-    word_bytes: torch.Tensor  # [m, N, L] uint8
-    lengths: torch.Tensor  # [m, N] int64
+    inputs: dict[str, torch.Tensor]  # the model's keyword arguments
     positions: list[int]  # global sample numbers g
     rows: list[int]  # shard-set row of each sample
 
 
+def word_batch(max_word_bytes: int) -> Collate:
+    """The HAT's inputs for rows of words: ``word_bytes`` [m, N, L] uint8 and ``lengths`` [m, N]."""
+
+    def collate(rows: Sequence[list[bytes]]) -> dict[str, torch.Tensor]:
+        word_bytes, lengths = words_to_tensors(rows, max_word_bytes)
+        return {"word_bytes": word_bytes, "lengths": lengths}
+
+    return collate
+
+
 class ShardRows:
-    """Random access to the rows (`words` column) of a shard set by global row index."""
+    """Random access to the rows (sequence column: words or tokens) of a shard set by global row index."""
 
     def __init__(self, url: str, manifest: Manifest):
+        self.column = manifest.column
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.paths = [f"{self.root}/{f.path}" for f in manifest.files]
         self.file_starts = np.cumsum([0] + [f.rows for f in manifest.files])
@@ -62,12 +77,12 @@ class ShardRows:
             self._groups[file_index] = np.cumsum([0] + counts)
         return self._groups[file_index]
 
-    def _read_group_uncached(self, file_index: int, group: int) -> list[list[bytes]]:
+    def _read_group_uncached(self, file_index: int, group: int) -> list[list]:
         with self.fs.open(self.paths[file_index], "rb") as f:
-            table = pq.ParquetFile(f).read_row_group(group, columns=["words"])
-        return table.column("words").to_pylist()
+            table = pq.ParquetFile(f).read_row_group(group, columns=[self.column])
+        return table.column(self.column).to_pylist()
 
-    def words(self, row: int) -> list[bytes]:
+    def sequence(self, row: int) -> list:
         file_index = int(np.searchsorted(self.file_starts, row, side="right")) - 1
         local = row - int(self.file_starts[file_index])
         starts = self._group_starts(file_index)
@@ -86,7 +101,7 @@ class DeterministicLoader:
         micro_batch: int,
         rank: int,
         world_size: int,
-        max_word_bytes: int,
+        collate: Collate,
         state: LoaderState | None = None,
     ):
         if global_batch % (world_size * micro_batch):
@@ -103,7 +118,7 @@ class DeterministicLoader:
             )
         self.rows = ShardRows(url, self.manifest)
         self.seed, self.global_batch, self.micro_batch = seed, global_batch, micro_batch
-        self.rank, self.world_size, self.max_word_bytes = rank, world_size, max_word_bytes
+        self.rank, self.world_size, self.collate = rank, world_size, collate
         self.samples_consumed = 0 if state is None else state.samples_consumed
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -139,7 +154,6 @@ class DeterministicLoader:
         for begin in range(0, len(positions), self.micro_batch):
             chunk = positions[begin : begin + self.micro_batch]
             rows = [self.row_of(p) for p in chunk]
-            word_bytes, lengths = words_to_tensors([self.rows.words(r) for r in rows], self.max_word_bytes)
-            micro_batches.append(MicroBatch(word_bytes, lengths, chunk, rows))
+            micro_batches.append(MicroBatch(self.collate([self.rows.sequence(r) for r in rows]), chunk, rows))
         self.samples_consumed += self.global_batch
         return micro_batches

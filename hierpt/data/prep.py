@@ -9,8 +9,12 @@ Two stages, each a Ray Data `map_batches` over small work items, so the result n
    line order wins), applies mixture weights from the seed, and hands each language's document list to one
    task that packs rows (hierpt.data.packing) and writes ``<lang>-NNNNN.parquet``.
 
+With token settings (`TokenShardSpec`) stage 2 writes BPE token shards instead, for the baseline: the same
+documents in the same order, each document's words joined back into its text and tokenized. The tokenizer is
+trained on a seeded sample of the kept documents (or reused), saved as ``tokenizer.json`` beside the shards.
+
 The manifest is written last, then ``_work/`` is removed. ``_work/recipe.json`` (written first) ties an output
-location to one recipe: another recipe's output is refused rather than mixed.
+location to one recipe (and token settings): another recipe's output is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -30,27 +34,39 @@ import pyarrow.parquet as pq
 
 from hierpt.data.packing import Packer
 from hierpt.data.parts import EXAMPLES_PER_REASON, FileResult, write_part
-from hierpt.data.recipe import Recipe, load_recipe
+from hierpt.data.bpe import BPETokenizer
+from hierpt.data.recipe import Recipe, TokenShardSpec, load_recipe
 from hierpt.data.shards import (
     MANIFEST,
+    TOKEN_SCHEMA,
     LanguageStats,
     Manifest,
     ShardFile,
+    TokenShards,
     read_manifest,
     write_manifest,
 )
 from hierpt.data.sources import InputFile, list_inputs
-from hierpt.splitting import SPLITTER_NAME, splitter_version
+from hierpt.splitting import SPLITTER_NAME, join_words, splitter_version
 
 WORK = "_work"  # scratch space inside the output while a run is unfinished
+TOKENIZER = "tokenizer.json"  # of a token shard set, beside its manifest
 FORWARDED_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
 )  # fmt: skip
 
 
-def prepare(recipe: Recipe | str, output_url: str | None = None, workers: int | None = None) -> Manifest:
-    """Run the recipe into `output_url` (default: the recipe's `output`) and return the sealed manifest."""
+def prepare(
+    recipe: Recipe | str,
+    output_url: str | None = None,
+    workers: int | None = None,
+    tokens: TokenShardSpec | None = None,
+) -> Manifest:
+    """Run the recipe into `output_url` (default: the recipe's `output`) and return the sealed manifest.
+
+    With `tokens`, the shards hold BPE ids (the baseline's data) instead of words.
+    """
     import ray
 
     if workers is not None and workers < 1:
@@ -61,7 +77,9 @@ def prepare(recipe: Recipe | str, output_url: str | None = None, workers: int | 
     if not output_url:
         raise ValueError("no output location: pass --output URL or set `output` in the recipe")
     inputs = list_inputs(recipe)  # fails fast on unreadable sources and missing credentials
-    finished = _claim_output(recipe, output_url)
+    given_tokenizer = BPETokenizer.load(tokens.tokenizer) if tokens and tokens.tokenizer else None
+    content = _content(recipe, tokens, given_tokenizer)
+    finished = _claim_output(content, output_url)
     if finished is not None:
         _log(f"{output_url} already holds this recipe's shards (fingerprint {finished.fingerprint}); nothing to do")
         return finished
@@ -75,10 +93,23 @@ def prepare(recipe: Recipe | str, output_url: str | None = None, workers: int | 
     split_done = time.monotonic()
     plan, stats, duplicates = _plan(recipe, inputs, keys, output_url)
     planned = time.monotonic()
-    files = _run_languages(recipe, plan, output_url, workers)
+    token_shards = None
+    if tokens is not None:
+        tokenizer = given_tokenizer or _trained_tokenizer(recipe, tokens, plan, output_url)
+        token_shards = TokenShards(
+            tokenizer=TOKENIZER,
+            tokenizer_sha256=tokenizer.sha256(),
+            vocab_size=tokenizer.vocab_size,
+            seq_tokens=tokens.seq_tokens,
+        )
+        if given_tokenizer is not None:
+            tokenizer.save(f"{output_url}/{TOKENIZER}")
+    files, token_counts = _run_languages(recipe, plan, output_url, workers, token_shards)
+    if token_shards is not None:
+        token_shards = token_shards.model_copy(update={"tokens": token_counts})
     _log(
         f"prep: split {split_done - started:.1f}s, dedup+mixture {planned - split_done:.1f}s, "
-        f"packing {time.monotonic() - planned:.1f}s with {workers} workers"
+        f"{'tokenizing+' if tokens else ''}packing {time.monotonic() - planned:.1f}s with {workers} workers"
     )
 
     ordered = [results[k] for k in keys]
@@ -93,7 +124,8 @@ def prepare(recipe: Recipe | str, output_url: str | None = None, workers: int | 
         repaired=_total(r.repaired for r in ordered),
         repaired_examples=_first_examples(r.repaired_examples for r in ordered),
         duplicates_removed=duplicates,
-        recipe=recipe.content(),
+        recipe=content,
+        tokens=token_shards,
     ).sealed()
     write_manifest(output_url, manifest)
     fs, root = _output_fs(output_url)
@@ -106,12 +138,15 @@ def prepare(recipe: Recipe | str, output_url: str | None = None, workers: int | 
 
 
 def summary_table(manifest: Manifest, rejects_by_lang: dict[str, int]) -> str:
-    lines = [f"{'lang':<8}{'docs':>12}{'words':>14}{'MB':>10}{'bytes/word':>12}{'rejects':>10}"]
+    token_counts = manifest.tokens.tokens if manifest.tokens else None
+    header = f"{'lang':<8}{'docs':>12}{'words':>14}{'MB':>10}{'bytes/word':>12}"
+    lines = [header + (f"{'tokens':>14}{'bytes/token':>13}" if token_counts is not None else "") + f"{'rejects':>10}"]
     for lang, s in manifest.languages.items():
-        lines.append(
-            f"{lang:<8}{s.docs:>12,}{s.words:>14,}{s.bytes / 1e6:>10.2f}{s.bytes_per_word:>12.3f}"
-            f"{rejects_by_lang.get(lang, 0):>10,}"
-        )
+        row = f"{lang:<8}{s.docs:>12,}{s.words:>14,}{s.bytes / 1e6:>10.2f}{s.bytes_per_word:>12.3f}"
+        if token_counts is not None:
+            count = token_counts.get(lang, 0)
+            row += f"{count:>14,}{s.bytes / max(count, 1):>13.3f}"
+        lines.append(row + f"{rejects_by_lang.get(lang, 0):>10,}")
     lines.append(
         f"{manifest.total_rows:,} rows in {len(manifest.files)} files; duplicates removed "
         f"{manifest.duplicates_removed:,}; rejected {dict(manifest.rejected) or 0}; repaired {dict(manifest.repaired) or 0}"
@@ -135,13 +170,23 @@ def _input_key(recipe: Recipe, file: InputFile) -> str:
     return hashlib.sha256(f"{name}\0{file.rel}\0{file.size}".encode()).hexdigest()[:24]
 
 
-def _claim_output(recipe: Recipe, output_url: str) -> Manifest | None:
+def _content(recipe: Recipe, tokens: TokenShardSpec | None, tokenizer: BPETokenizer | None) -> dict:
+    """What decides an output's bytes: the recipe, plus the token settings (a reused tokenizer by its hash)."""
+    if tokens is None:
+        return recipe.content()
+    settings = tokens.model_dump(exclude={"tokenizer"})
+    if tokenizer is not None:
+        settings["tokenizer_sha256"] = tokenizer.sha256()
+    return {**recipe.content(), "tokens": settings}
+
+
+def _claim_output(content: dict, output_url: str) -> Manifest | None:
     """Tie the output to this recipe, or refuse it. Returns the manifest if this recipe already finished there."""
     try:
         fs, root = _output_fs(output_url)
         if fs.exists(f"{root}/{MANIFEST}"):
             finished = read_manifest(output_url)
-            if finished.recipe != recipe.content():
+            if finished.recipe != content:
                 raise ValueError(f"{output_url} holds the shards of another recipe; choose another --output")
             if fs.exists(f"{root}/{WORK}"):
                 fs.rm(f"{root}/{WORK}", recursive=True)
@@ -150,14 +195,14 @@ def _claim_output(recipe: Recipe, output_url: str) -> Manifest | None:
         if fs.exists(claim):
             with fs.open(claim) as f:
                 claimed = json.load(f)
-            if claimed != recipe.content():
+            if claimed != content:
                 raise ValueError(f"{output_url} holds an unfinished run of another recipe; choose another --output")
             return None
         if fs.exists(root) and fs.ls(root, detail=False):
             raise ValueError(f"{output_url} is not empty and holds no hierpt prep run; choose an empty --output")
         fs.makedirs(f"{root}/{WORK}", exist_ok=True)
         with fs.open(claim, "w") as f:
-            json.dump(recipe.content(), f, sort_keys=True)
+            json.dump(content, f, sort_keys=True)
     except (ValueError, FileNotFoundError):
         raise
     except Exception as error:  # credentials, permissions, network
@@ -290,7 +335,46 @@ def _uniform(seed: int, copy: int, doc_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _run_languages(recipe: Recipe, plan: dict, output_url: str, workers: int) -> list[ShardFile]:
+def _trained_tokenizer(recipe: Recipe, tokens: TokenShardSpec, plan: dict, output_url: str) -> BPETokenizer:
+    """Train on a seeded sample of the kept documents (about `train_bytes`), or reuse the tokenizer an
+    interrupted run of this recipe already trained (BPE training is not guaranteed to repeat bit for bit)."""
+    fs, root = _output_fs(output_url)
+    if fs.exists(f"{root}/{TOKENIZER}"):
+        return BPETokenizer.load(f"{output_url}/{TOKENIZER}")
+    texts = _tokenizer_sample(recipe, plan, output_url, tokens.train_bytes)
+    started = time.monotonic()
+    tokenizer = BPETokenizer.train(texts, tokens.vocab_size, tokens.min_frequency)
+    tokenizer.save(f"{output_url}/{TOKENIZER}")
+    _log(f"prep: trained a {tokenizer.vocab_size}-id BPE tokenizer in {time.monotonic() - started:.1f}s")
+    return tokenizer
+
+
+def _tokenizer_sample(recipe: Recipe, plan: dict, output_url: str, train_bytes: int):
+    """Texts of the distinct planned documents, each kept with probability train_bytes / total bytes."""
+    fs, root = _output_fs(output_url)
+    rows_by_key: dict[str, set[int]] = {}
+    for segments in plan.values():
+        for key, rows in segments:
+            rows_by_key.setdefault(key, set()).update(rows)
+    total = 0
+    for key, rows in rows_by_key.items():
+        with fs.open(f"{root}/{WORK}/parts/{key}.parquet") as f:
+            sizes = pq.read_table(f, columns=["bytes"]).column("bytes").to_numpy()
+        total += int(sizes[sorted(rows)].sum())
+    fraction = min(1.0, train_bytes / max(total, 1))
+    for key, rows in rows_by_key.items():
+        with fs.open(f"{root}/{WORK}/parts/{key}.parquet") as f:
+            part = pq.read_table(f, columns=["doc_id", "words"])
+        doc_ids, words = part.column("doc_id").to_pylist(), part.column("words")
+        for row in sorted(rows):
+            if fraction >= 1.0 or _uniform(recipe.seed, -1, doc_ids[row]) < fraction:
+                yield join_words(words[row].as_py())
+
+
+def _run_languages(
+    recipe: Recipe, plan: dict, output_url: str, workers: int, tokens: TokenShards | None
+) -> tuple[list[ShardFile], dict[str, int]]:
+    """Stage 2: shard files in language order, and the token count per language (token shards only)."""
     if not plan:
         raise ValueError("no document survived: every input was rejected or had weight 0 (see the messages above)")
     fs, root = _output_fs(output_url)
@@ -303,11 +387,13 @@ def _run_languages(recipe: Recipe, plan: dict, output_url: str, workers: int) ->
             "seq_words": recipe.seq_words,
             "rows_per_shard": recipe.rows_per_shard,
             "output": output_url,
+            "tokens": None if tokens is None else {"tokenizer": tokens.tokenizer, "seq_tokens": tokens.seq_tokens},
         }
         for lang, segments in plan.items()
     ]
-    by_lang = {r["lang"]: r["files"] for r in _map(items, _write_languages, workers)}
-    return [ShardFile(path=path, rows=rows) for lang in plan for path, rows in by_lang[lang]]
+    by_lang = {r["lang"]: r for r in _map(items, _write_languages, workers)}
+    files = [ShardFile(path=path, rows=rows) for lang in plan for path, rows in by_lang[lang]["files"]]
+    return files, {lang: by_lang[lang]["tokens"] for lang in plan}
 
 
 def _write_languages(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -315,10 +401,15 @@ def _write_languages(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _write_language(item: dict) -> dict:
-    """Stage 2 for one language (runs in a Ray task): pack its documents into numbered shards."""
+    """Stage 2 for one language (runs in a Ray task): pack its documents (words or BPE ids) into numbered shards."""
     fs, root = fsspec.core.url_to_fs(item["output"])
-    packer = Packer(item["lang"], item["seq_words"], item["rows_per_shard"])
-    files = []
+    tokens = item["tokens"]
+    if tokens is None:
+        packer = Packer(item["lang"], item["seq_words"], item["rows_per_shard"])
+    else:
+        tokenizer = BPETokenizer.load(f"{item['output']}/{tokens['tokenizer']}")
+        packer = Packer(item["lang"], tokens["seq_tokens"], item["rows_per_shard"], TOKEN_SCHEMA)
+    files, token_count = [], 0
 
     def write(table: pa.Table) -> None:
         name = f"{item['lang']}-{len(files):05d}.parquet"
@@ -331,11 +422,26 @@ def _write_language(item: dict) -> dict:
             part = pq.read_table(f, columns=["doc_id", "words"])
         if len(rows) < part.num_rows:  # otherwise every row, in order: skip the copy
             part = part.take(rows)
-        for table in packer.add(part.column("words").combine_chunks(), part.column("doc_id").to_pylist()):
+        documents = part.column("words").combine_chunks()
+        if tokens is not None:
+            documents = _tokenize(tokenizer, documents)
+            token_count += len(documents.values) - len(documents)  # end-of-document ids not counted
+        for table in packer.add(documents, part.column("doc_id").to_pylist()):
             write(table)
     for table in packer.finish():
         write(table)
-    return {"lang": item["lang"], "files": files}
+    return {"lang": item["lang"], "files": files, "tokens": token_count}
+
+
+def _tokenize(tokenizer: BPETokenizer, documents: pa.ListArray) -> pa.ListArray:
+    """Each document's words joined back into its text, as BPE ids followed by the end-of-document id."""
+    encoded = tokenizer.encode_batch([join_words(words) for words in documents.to_pylist()])
+    lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int32)
+    flat = np.fromiter(
+        (i for ids in encoded for i in (*ids, tokenizer.eod_id)), dtype=np.int32, count=int(lengths.sum())
+    )
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
 def _total(counts) -> dict[str, int]:

@@ -80,6 +80,27 @@ class Recipe(BaseModel):
         return hashlib.sha256(json.dumps(self.content(), sort_keys=True).encode()).hexdigest()[:32]
 
 
+class TokenShardSpec(BaseModel):
+    """Token shards for the BPE baseline, from the same recipe: same documents, same dedup, same mixture.
+
+    Either train a byte-level BPE tokenizer (`vocab_size` ids in all) on a seeded sample of the prepared
+    documents, or reuse `tokenizer` (e.g. the pretraining set's, for continued pretraining on a new language).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seq_tokens: int = Field(ge=2)  # ids per row
+    vocab_size: int | None = Field(None, ge=258)  # 256 byte tokens + merges + end of document
+    tokenizer: str | None = None  # a tokenizers JSON file (e.g. <other token shards>/tokenizer.json)
+    train_bytes: int = Field(100_000_000, ge=1)  # text the tokenizer is trained on (a seeded sample)
+    min_frequency: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _one_tokenizer(self) -> TokenShardSpec:
+        if (self.vocab_size is None) == (self.tokenizer is None):
+            raise ValueError("set exactly one of vocab_size (train a tokenizer) and tokenizer (reuse one)")
+        return self
+
+
 def load_recipe(url: str) -> Recipe:
     """Read a YAML recipe; relative local source paths are taken relative to the recipe's directory."""
     fs, path = fsspec.core.url_to_fs(url)

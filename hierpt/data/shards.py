@@ -3,6 +3,10 @@
 A shard set is a directory (any fsspec URL) of Parquet files plus ``manifest.json``. One row = one training
 sequence of at most ``seq_words`` words; documents are packed back to back within one language, each ending
 with the ``[S]`` word. The manifest is written last: a directory without it is not a shard set.
+
+Token shards (for the BPE baseline, `Manifest.tokens` set) come from the same recipe and the same documents:
+rows of at most ``seq_tokens`` BPE ids (`TOKEN_SCHEMA`), each document ending with the end-of-document id, and
+the tokenizer stored beside the shards.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ SHARD_SCHEMA = pa.schema(
 )
 
 
+TOKEN_SCHEMA = pa.schema(
+    [
+        pa.field("tokens", pa.list_(pa.int32()), nullable=False),  # BPE ids, each document ends with eod_id
+        pa.field("lang", pa.string(), nullable=False),
+        pa.field("doc_ids", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+
 class ShardFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str  # relative to the manifest's directory
@@ -38,6 +51,20 @@ class LanguageStats(BaseModel):
     words: int = 0  # words of the accepted text, [S] not counted
     bytes: int = 0  # UTF-8 bytes of the accepted text
     bytes_per_word: float = 0.0
+
+
+class TokenShards(BaseModel):
+    """What makes a shard set a token shard set: the tokenizer (a file in the set) and the sequence length."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokenizer: str  # relative to the manifest's directory
+    tokenizer_sha256: str  # ties checkpoints and exports to the exact vocabulary
+    vocab_size: int  # ids the model must embed (BPE vocabulary + end of document)
+    seq_tokens: int
+    tokens: dict[str, int] = Field(default_factory=dict)  # per language, end-of-document ids not counted
+
+    def bytes_per_token(self, languages: dict[str, LanguageStats]) -> float:
+        return sum(s.bytes for s in languages.values()) / max(sum(self.tokens.values()), 1)
 
 
 class Manifest(BaseModel):
@@ -56,14 +83,22 @@ class Manifest(BaseModel):
     repaired_examples: dict[str, list[str]] = Field(default_factory=dict)
     duplicates_removed: int = 0
     recipe: dict = Field(default_factory=dict)
+    tokens: TokenShards | None = None  # None: word shards (`SHARD_SCHEMA`)
     fingerprint: str = ""
 
     @property
     def total_rows(self) -> int:
         return sum(f.rows for f in self.files)
 
+    @property
+    def column(self) -> str:
+        """The Parquet column holding a row's sequence."""
+        return "words" if self.tokens is None else "tokens"
+
     def compute_fingerprint(self) -> str:
         body = self.model_dump(exclude={"fingerprint"})
+        if body["tokens"] is None:  # word shards keep the fingerprints they had before token shards existed
+            del body["tokens"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
     def sealed(self) -> Manifest:

@@ -30,7 +30,7 @@ def execute(spec: JobSpec) -> dict:
     if isinstance(spec, PrepJob):
         from hierpt.data.prep import prepare
 
-        manifest = prepare(spec.recipe, spec.output, spec.workers)
+        manifest = prepare(spec.recipe, spec.output, spec.workers, spec.tokens)
         return {"output": spec.output, "fingerprint": manifest.fingerprint, "rows": manifest.total_rows}
     if isinstance(spec, (PretrainJob, ContinuedPretrainJob)):
         from hierpt.train.run import train
@@ -106,8 +106,8 @@ def _checkpoint_url(ckpt) -> str:
 def evaluate_checkpoints(spec: EvalJob) -> dict:
     """Export and evaluate each target checkpoint; one results file per checkpoint, written when complete."""
     from hierpt.eval.evaluate import evaluate_checkpoint
-    from hierpt.model.export import load_export
-    from hierpt.model.generate import SamplingConfig, generate_text
+    from hierpt.model.family import load_any_export
+    from hierpt.model.generate import SamplingConfig, continue_text
 
     targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
     if not targets:
@@ -119,8 +119,9 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
         result = evaluate_checkpoint(export_path, spec.text)
         if not spec.robustness:
             result.pop("robustness", None)
-        model = load_export(export_path)
-        result["samples"] = {p: p + generate_text(model, p, SamplingConfig(max_words=24)) for p in spec.prompts}
+        model, tokenizer = load_any_export(export_path)
+        sampling = SamplingConfig(max_words=24)
+        result["samples"] = {p: p + continue_text(model, tokenizer, p, sampling) for p in spec.prompts}
         result["step"] = step
         url = f"{spec.output}/{name}.json"
         with fsspec.open(url, "w") as f:

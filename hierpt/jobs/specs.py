@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from hierpt.data.recipe import TokenShardSpec
 from hierpt.train.config import TrainJob
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -62,6 +63,7 @@ class PrepJob(Submission):
     recipe: str  # path of a recipe YAML (data_prep/README.md)
     output: str
     workers: int | None = Field(None, ge=1)
+    tokens: TokenShardSpec | None = None  # BPE token shards for the baseline instead of word shards
 
     @property
     def run_name(self) -> str | None:
@@ -147,7 +149,7 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
 # absolute before a spec travels to a cluster, where the working directory is another one.
 PATH_FIELDS = {
     "recipe", "output", "storage", "init_from", "export_to", "tensorboard_dir", "trace_dir", "checkpoint", "run",
-    "text", "shards",
+    "text", "shards", "tokenizer",
 }  # fmt: skip
 
 

@@ -83,8 +83,15 @@ class BaselineOutput(NamedTuple):
     utf8_bytes: torch.Tensor  # UTF-8 bytes the predicted tokens stand for
     tokens_correct: torch.Tensor  # predicted tokens the argmax got right
 
+    @property
+    def units(self) -> torch.Tensor:
+        return self.targets
+
 
 class Baseline(nn.Module):
+    # `freeze` groups, by analogy with the HAT's: what maps units to vectors, the backbone, what predicts units
+    module_groups = {"encoder": ("embed",), "backbone": ("backbone",), "decoder": ("lm_head",)}
+
     def __init__(self, config: BaselineConfig):
         super().__init__()
         self.config = config
@@ -101,11 +108,16 @@ class Baseline(nn.Module):
     def forward(self, tokens: torch.Tensor, token_bytes: torch.Tensor) -> BaselineOutput:
         return self.score(self.predict(tokens), tokens, token_bytes)
 
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab] for token ids [B, T] (IGNORE after each sequence's end): entry t predicts t+1.
+
+        Right padding never reaches a real position through causal attention, so no key mask is needed.
+        """
+        return self.lm_head(self.backbone(self.embed(tokens.clamp(min=0))))
+
     def predict(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T-1, vocab]: entry t predicts token t+1."""
-        B, T = tokens.shape  # token ids, IGNORE after each sequence's end
-        # right padding never reaches a real position through causal attention, so no key mask is needed
-        return self.lm_head(self.backbone(self.embed(tokens.clamp(min=0))))[:, :-1]
+        """Logits [B, T-1, vocab] of the positions that have a next token."""
+        return self.logits(tokens)[:, :-1]
 
     @staticmethod
     def score(logits: torch.Tensor, tokens: torch.Tensor, token_bytes: torch.Tensor) -> BaselineOutput:
@@ -153,11 +165,18 @@ MODEL_KIND = "baseline"
 TOKENIZER = "tokenizer.json"
 
 
-def save_baseline_export(model: Baseline, tokenizer: BPETokenizer, url: str, metadata: dict | None = None) -> str:
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model embeds {model.config.vocab_size}")
+def save_baseline_export(
+    state_dict: dict[str, torch.Tensor],
+    config: BaselineConfig,
+    tokenizer: BPETokenizer,
+    url: str,
+    metadata: dict | None = None,
+) -> str:
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model embeds {config.vocab_size}")
     tokenizer.save(f"{url.rstrip('/')}/{TOKENIZER}")  # before config.json, which marks the export complete
-    return save_export(model.state_dict(), model.config, url, {**(metadata or {}), "model_kind": MODEL_KIND})
+    metadata = {**(metadata or {}), "model_kind": MODEL_KIND, "tokenizer_sha256": tokenizer.sha256()}
+    return save_export(state_dict, config, url, metadata)
 
 
 def is_baseline_export(url: str) -> bool:

@@ -1,5 +1,6 @@
 """Word-by-word generation (hat_spec.md §4.1): encode the words so far, run the backbone, spell the next word
-byte by byte until the decoder emits [W]; an [S] word ends the document."""
+byte by byte until the decoder emits [W]; an [S] word ends the document. The BPE baseline generates token
+by token (`generate_baseline_text`), with the same sampling settings and word budget."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hierpt.data.bpe import BPETokenizer
+from hierpt.model.baseline import Baseline
 from hierpt.model.hat import HAT
 from hierpt.splitting import (
     END_OF_DOC,
@@ -101,3 +104,31 @@ def generate_text(model: HAT, prompt: str, sampling: SamplingConfig) -> str:
     """The continuation of `prompt` as text (invalid byte runs shown as U+FFFD)."""
     model.eval()
     return join_words(generate_words(model, split_words(prompt, model.config.max_word_bytes), sampling))
+
+
+@torch.no_grad()
+def generate_baseline_text(model: Baseline, tokenizer: BPETokenizer, prompt: str, sampling: SamplingConfig) -> str:
+    """The baseline's continuation of `prompt`, cut to `max_words` HAT words so both families' samples compare."""
+    model.eval()
+    device = next(model.parameters()).device
+    rng = torch.Generator().manual_seed(sampling.seed)
+    allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+    allowed[: tokenizer.vocab_size] = True  # ids past the tokenizer's are untrained padding of the embedding
+    prompt_ids = [tokenizer.eod_id, *tokenizer.encode(prompt)]
+    new: list[int] = []
+    for _ in range(sampling.max_words * 8):  # a bound for text that never completes a word (e.g. one endless run)
+        context = torch.tensor([(prompt_ids + new)[-model.config.seq_tokens :]], device=device)
+        token = _pick(model.logits(context)[0, -1], allowed, sampling, rng)
+        if token == tokenizer.eod_id:
+            break
+        new.append(token)
+        if len(split_words(tokenizer.decode(new))) > sampling.max_words:
+            break
+    return join_words(split_words(tokenizer.decode(new))[: sampling.max_words])
+
+
+def continue_text(model: HAT | Baseline, tokenizer: BPETokenizer | None, prompt: str, sampling: SamplingConfig) -> str:
+    """Either family's continuation (`family.load_any_export` gives a HAT no tokenizer)."""
+    if tokenizer is None:
+        return generate_text(model, prompt, sampling)
+    return generate_baseline_text(model, tokenizer, prompt, sampling)

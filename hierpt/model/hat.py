@@ -202,8 +202,15 @@ class HATOutput(NamedTuple):
     words: torch.Tensor  # predicted words
     words_correct: torch.Tensor  # words whose every byte and end mark the argmax got right
 
+    @property
+    def units(self) -> torch.Tensor:
+        """Units of the model's sequence predicted (words), for throughput: the baseline counts tokens."""
+        return self.words
+
 
 class HAT(nn.Module):
+    module_groups: dict[str, tuple[str, ...]]  # set below: what `freeze` names
+
     def __init__(self, config: HATConfig):
         super().__init__()
         self.config = config
@@ -350,8 +357,12 @@ MODULE_GROUPS = {
 }
 
 
-def group_parameters(model: HAT, group: str) -> list[nn.Parameter]:
-    return [p for part in MODULE_GROUPS[group] for p in getattr(model, part).parameters()]
+HAT.module_groups = MODULE_GROUPS
+
+
+def group_parameters(model: nn.Module, group: str) -> list[nn.Parameter]:
+    """Parameters of a freeze group (`module_groups` of the HAT or the baseline)."""
+    return [p for part in model.module_groups[group] for p in getattr(model, part).parameters()]
 
 
 def count_params(model: HAT) -> dict[str, int]:

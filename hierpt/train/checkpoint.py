@@ -24,6 +24,7 @@ from hierpt.data.loader import LoaderState
 
 TAG = "ds"  # DeepSpeed's tag: the sub-directory holding its files
 STATE_FILE = "hierpt_state.json"
+TOKENIZER = "tokenizer.json"  # a baseline's vocabulary travels with its checkpoints
 
 
 class TrainState(BaseModel):
@@ -34,6 +35,7 @@ class TrainState(BaseModel):
     loader: LoaderState
     world_size: int
     zero_stage: int
+    family: str = "hat"  # hierpt.model.family; a baseline checkpoint also holds its TOKENIZER file
     model: dict
     deepspeed: dict
 
@@ -105,13 +107,16 @@ def convert_to_universal(tag_dir: Path, output: Path) -> None:
         ds_to_universal(args)
 
 
-def save(engine, state: TrainState, metrics: dict, rank: int, before_commit=None) -> None:
-    """Every rank: write DeepSpeed files (+ the state JSON on rank 0) and report them in one checkpoint."""
+def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, before_commit=None) -> None:
+    """Every rank: write DeepSpeed files (+ the state JSON and a baseline's tokenizer on rank 0) and report them
+    in one checkpoint."""
     directory = Path(tempfile.mkdtemp(prefix="hierpt-ckpt-"))
     try:
         client_state = {"universal_checkpoint_info": {}, "hierpt": state.model_dump()}
         engine.save_checkpoint(str(directory), tag=TAG, client_state=client_state)
         if rank == 0:
+            if tokenizer is not None:
+                tokenizer.save(str(directory / TOKENIZER))
             (directory / STATE_FILE).write_text(state.model_dump_json(indent=2))
         if before_commit is not None:
             before_commit()
@@ -148,17 +153,24 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
 
 
 def export(checkpoint: ray.train.Checkpoint, output: str) -> str:
-    """Consolidated safetensors + config (hierpt.model.export) from a checkpoint (see `resolve`)."""
+    """Consolidated safetensors + config (hierpt.model.export) from a checkpoint (see `resolve`); a baseline's
+    export also holds its tokenizer."""
+    from hierpt.data.bpe import BPETokenizer
+    from hierpt.model.baseline import save_baseline_export
     from hierpt.model.export import save_export
-    from hierpt.model.hat import HATConfig
+    from hierpt.model.family import FAMILIES
 
     with checkpoint.as_directory() as local:
         state = read_state(Path(local))
         weights = consolidated_state_dict(Path(local), state)
+        tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER)) if state.family == "baseline" else None
     metadata = {
         "source_checkpoint": checkpoint.path,
         "step": state.step,
         "samples_consumed": state.loader.samples_consumed,
         "data_fingerprint": state.loader.fingerprint,
     }
-    return save_export(weights, HATConfig.from_dict(state.model), output, metadata)
+    config = FAMILIES[state.family].config_type.from_dict(state.model)
+    if tokenizer is not None:
+        return save_baseline_export(weights, config, tokenizer, output, metadata)
+    return save_export(weights, config, output, metadata)

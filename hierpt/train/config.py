@@ -17,7 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from hierpt.model.hat import HAT, HATConfig
+from torch import nn
+
+from hierpt.model.family import FAMILIES, Family, FamilyName
 
 
 class Spec(BaseModel):
@@ -25,21 +27,24 @@ class Spec(BaseModel):
 
 
 class ModelSpec(Spec):
-    """A preset plus field overrides; `build_config` is the one place a model config is made."""
+    """A family's preset plus field overrides; `build_config` is the one place a model config is made.
 
+    `family: baseline` trains the paper's BPE baseline (hierpt/model/baseline.py) on token shards.
+    """
+
+    family: FamilyName = "hat"
     preset: str = "tiny"
     overrides: dict = Field(default_factory=dict)
 
-    def build_config(self) -> HATConfig:
-        base = HATConfig.from_name(self.preset).to_dict()
-        for key, value in self.overrides.items():
-            if key not in base:
-                raise ValueError(f"model.overrides.{key}: not a HATConfig field ({', '.join(sorted(base))})")
-            base[key] = {**base[key], **value} if isinstance(base[key], dict) else value
-        return HATConfig.from_dict(base)
+    @property
+    def definition(self) -> Family:
+        return FAMILIES[self.family]
 
-    def build(self) -> HAT:
-        return HAT(self.build_config())
+    def build_config(self):
+        return self.definition.config(self.preset, self.overrides)
+
+    def build(self) -> nn.Module:
+        return self.definition.model_type(self.build_config())
 
 
 class DataSpec(Spec):

@@ -9,7 +9,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from hierpt.data.loader import DeterministicLoader
+from hierpt.data.bpe import BPETokenizer
+from hierpt.data.loader import Collate, DeterministicLoader, word_batch
 from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
@@ -28,20 +29,24 @@ def train_worker(config: dict) -> None:
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     model_config = job.model.build_config()
-    check_shards_fit_model(job, model_config)
+    collate, tokenizer = shard_inputs(job, model_config)
 
     with checkpoint.latest() as resume, checkpoint.opened(None if resume else job.init_from_checkpoint) as initial:
         if initial is not None and initial.state.model != model_config.to_dict():
             raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
+        if initial is not None and tokenizer is not None:
+            initial_tokenizer = BPETokenizer.load(str(initial.directory / checkpoint.TOKENIZER))
+            if initial_tokenizer.sha256() != tokenizer.sha256():
+                raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} has another tokenizer than the shards")
         restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
-        model = build_model(job, model_config, fresh_start=resume is None)
+        model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
         engine = build_engine(job, model, world_size, checkpoint.needs_universal(restore, world_size))
         if restore is not None:
             checkpoint.load(engine, restore, world_size)
     start_step = 0 if resume is None else resume.state.step
     loader = DeterministicLoader(
-        job.data.shards, job.data.seed, job.global_batch, job.micro_batch, rank, world_size,
-        model_config.max_word_bytes, None if resume is None else resume.state.loader,
+        job.data.shards, job.data.seed, job.global_batch, job.micro_batch, rank, world_size, collate,
+        None if resume is None else resume.state.loader,
     )  # fmt: skip
     log = MetricsLog(model_config, job.steps, world_size, peak_flops_per_device(job.peak_flops, device), rank == 0,
                      job.resolved_tensorboard_dir())  # fmt: skip
@@ -54,7 +59,7 @@ def train_worker(config: dict) -> None:
         sums = StepSums(device)
         micro_batches = loader.next_step()
         for micro in micro_batches:  # DeepSpeed accumulates and steps the optimizer after the last one
-            output = engine(micro.word_bytes.to(device), micro.lengths.to(device))
+            output = engine(**{name: tensor.to(device) for name, tensor in micro.inputs.items()})
             engine.backward(output.loss)
             engine.step()
             sums.add(output)
@@ -68,36 +73,69 @@ def train_worker(config: dict) -> None:
         if due or (preempted and not preemption_saved):
             state = checkpoint.TrainState(
                 step=step + 1, loader=loader.state, world_size=world_size, zero_stage=job.zero_stage,
-                model=model_config.to_dict(), deepspeed=deepspeed_config(job, world_size),
+                family=job.model.family, model=model_config.to_dict(), deepspeed=deepspeed_config(job, world_size),
             )  # fmt: skip
-            checkpoint.save(engine, state, metrics, rank, before_commit=partial(faults.maybe_kill, step, "checkpoint"))
+            checkpoint.save(engine, state, metrics, rank, tokenizer,
+                            before_commit=partial(faults.maybe_kill, step, "checkpoint"))  # fmt: skip
             preemption_saved = preempted
         elif (step + 1) % job.log_every == 0:
             ray.train.report(metrics)
     log.close()
 
 
-def check_shards_fit_model(job: TrainJob, model_config) -> None:
-    manifest = read_manifest(job.data.shards)
-    for field in ("seq_words", "max_word_bytes"):
-        if getattr(manifest, field) != getattr(model_config, field):
+def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
+    """Check that the shard set fits the model; how its rows become model inputs, and the baseline's tokenizer.
+
+    The HAT reads word shards cut to its seq_words and max_word_bytes; the baseline reads token shards of its
+    seq_tokens, with a vocabulary that fits its embedding.
+    """
+    url = job.data.shards
+    manifest = read_manifest(url)
+    if (manifest.tokens is not None) != (job.model.family == "baseline"):
+        held, needed = ("BPE token", "word") if manifest.tokens is not None else ("word", "BPE token")
+        raise ValueError(
+            f"data.shards {url} holds {held} shards but model.family {job.model.family} trains on {needed} shards "
+            f"(token shards come from `hierpt prep --seq-tokens`)"
+        )
+    if manifest.tokens is None:
+        fields = {"seq_words": manifest.seq_words, "max_word_bytes": manifest.max_word_bytes}
+    else:
+        fields = {"seq_tokens": manifest.tokens.seq_tokens}
+        if manifest.tokens.vocab_size > model_config.vocab_size:
             raise ValueError(
-                f"model {field}={getattr(model_config, field)} but the shards {job.data.shards} were prepared with "
-                f"{field}={getattr(manifest, field)}: set model.overrides.{field} or re-run prep"
+                f"model vocab_size={model_config.vocab_size} is smaller than the tokenizer of {url} "
+                f"({manifest.tokens.vocab_size} ids): set model.overrides.vocab_size"
             )
+    for field, prepared in fields.items():
+        if getattr(model_config, field) != prepared:
+            raise ValueError(
+                f"model {field}={getattr(model_config, field)} but the shards {url} were prepared with "
+                f"{field}={prepared}: set model.overrides.{field} or re-run prep"
+            )
+    if manifest.tokens is None:
+        return word_batch(model_config.max_word_bytes), None
+    tokenizer = BPETokenizer.load(f"{url.rstrip('/')}/{manifest.tokens.tokenizer}")
+    return partial(tokenizer.batch, token_bytes=tokenizer.token_bytes()), tokenizer
 
 
-def build_model(job: TrainJob, model_config, fresh_start: bool) -> torch.nn.Module:
+def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fresh_start: bool) -> torch.nn.Module:
     """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
     if not (fresh_start and job.init_from):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
         model = job.model.build()
     else:
-        from hierpt.model.export import load_export
+        from hierpt.model.family import export_family, load_any_export
 
-        model = load_export(job.init_from)
+        if export_family(job.init_from).name != job.model.family:
+            raise ValueError(f"init_from {job.init_from} is not a {job.model.family} export (model.family)")
+        model, exported_tokenizer = load_any_export(job.init_from)
         if model.config != model_config:
             raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
+        if tokenizer is not None and exported_tokenizer.sha256() != tokenizer.sha256():
+            raise ValueError(
+                f"init_from {job.init_from} was trained with another tokenizer than the shards {job.data.shards}: "
+                "prepare them with `tokens.tokenizer` set to the export's tokenizer.json"
+            )
     for group in job.freeze:
         for parameter in group_parameters(model, group):
             parameter.requires_grad_(False)

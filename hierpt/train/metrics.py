@@ -1,8 +1,9 @@
 """Per-step training metrics: exact global sums over ranks, MFU, console progress and TensorBoard (rank 0).
 
-bits/byte = summed byte cross-entropy / ln 2 / UTF-8 text bytes predicted (HATOutput's sums), so it is exact
-however the batch is split over micro-batches and ranks. MFU = achieved model FLOP/s (HAT's
-`flops_per_word` x words/s) / (peak FLOP/s per device x devices).
+bits/byte = summed cross-entropy / ln 2 / UTF-8 text bytes predicted (the model output's sums), so it is exact
+however the batch is split over micro-batches and ranks, and comparable between the HAT and the baseline.
+MFU = achieved model FLOP/s (FLOPs per unit x units/s; units are words for the HAT, tokens for the baseline)
+/ (peak FLOP/s per device x devices).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import time
 import torch
 import torch.distributed as dist
 
-from hierpt.model.hat import HATConfig, flops_per_word
+from hierpt.model.family import family_of
 
 # Dense bf16 tensor-core peak FLOP/s per device, from the vendors' data sheets (no sparsity).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
 # Order of the summed quantities in a step's sum tensor.
-SUMS = ("loss", "micro_batches", "nll_sum", "utf8_bytes", "words")
+SUMS = ("loss", "micro_batches", "nll_sum", "utf8_bytes", "units")
 
 
 def peak_flops_per_device(configured: float | None, device: torch.device) -> float:
@@ -58,7 +59,7 @@ class StepSums:
                 torch.ones((), dtype=torch.float64, device=self.values.device),
                 output.nll_sum.double(),
                 output.utf8_bytes.double(),
-                output.words.double(),
+                output.units.double(),
             ]
         )
 
@@ -73,7 +74,7 @@ class MetricsLog:
 
     def __init__(
         self,
-        model_config: HATConfig,
+        model_config,
         total_steps: int,
         world_size: int,
         peak_flops: float,
@@ -81,6 +82,7 @@ class MetricsLog:
         tensorboard_dir: str | None,
     ):
         self.model_config, self.total_steps = model_config, total_steps
+        self.family = family_of(model_config)
         self.world_size, self.peak_flops, self.is_logger = world_size, peak_flops, is_logger
         self.writer = None
         if is_logger and tensorboard_dir:
@@ -93,15 +95,14 @@ class MetricsLog:
         totals = sums.global_totals()
         seconds = time.perf_counter() - self.started
         self.started = time.perf_counter()
-        words, text_bytes = totals["words"], totals["utf8_bytes"]
-        words_per_s = words / seconds
-        bytes_per_word = text_bytes / max(words, 1)
-        achieved = flops_per_word(self.model_config, bytes_per_word) * words_per_s
+        units, text_bytes = totals["units"], totals["utf8_bytes"]
+        units_per_s = units / seconds
+        achieved = self.family.flops_per_unit(self.model_config, text_bytes / max(units, 1)) * units_per_s
         metrics = {
             "step": step + 1,  # steps completed
             "loss": totals["loss"] / totals["micro_batches"],
             "bits_per_byte": totals["nll_sum"] / math.log(2) / max(text_bytes, 1),
-            "words_per_s": words_per_s,
+            f"{self.family.unit}_per_s": units_per_s,
             "bytes_per_s": text_bytes / seconds,
             "samples_consumed": samples_consumed,
             "lr": lr,
@@ -116,9 +117,10 @@ class MetricsLog:
     def _show(self, m: dict) -> None:
         width = 20
         done = int(width * m["step"] / self.total_steps)
+        unit = self.family.unit
         print(
             f"[{'#' * done}{'.' * (width - done)}] step {m['step']}/{self.total_steps} loss {m['loss']:.4f} "
-            f"bpb {m['bits_per_byte']:.3f} words/s {m['words_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
+            f"bpb {m['bits_per_byte']:.3f} {unit}/s {m[f'{unit}_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
             f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} mfu {m['mfu']:.2%}",
             flush=True,
         )

@@ -21,10 +21,14 @@ def train(job: TrainJob) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from hierpt.train.loop import train_worker
+    from hierpt.train.loop import shard_inputs, train_worker
 
     manifest = read_manifest(job.data.shards)
-    check_previous_run(job, manifest.fingerprint)
+    shard_inputs(job, job.model.build_config())  # shards that do not fit the model: refused before workers start
+    previous = check_previous_run(job, manifest.fingerprint)
+    if previous is not None and previous.step >= job.steps:
+        print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
+        return summarize(job, ray.train.Result.from_path(job.run_url))
     owns_ray = not ray.is_initialized()  # connect to RAY_ADDRESS or start a local Ray, and stop it after
     if owns_ray:
         ray.init()
@@ -47,6 +51,11 @@ def train(job: TrainJob) -> dict:
     finally:
         if owns_ray:
             ray.shutdown()  # also ends the forwarding of worker logs, so a caller's last printed line is its own
+    return summarize(job, result)
+
+
+def summarize(job: TrainJob, result) -> dict:
+    """The run's summary from Ray's result (of this fit, or read back from storage); exports if asked."""
     metrics = result.metrics
     summary = {
         "run": job.run_url,
@@ -63,12 +72,13 @@ def train(job: TrainJob) -> dict:
     return summary
 
 
-def check_previous_run(job: TrainJob, fingerprint: str) -> None:
-    """Refuse, before any worker starts, to resume a run on other data or with another model."""
+def check_previous_run(job: TrainJob, fingerprint: str) -> checkpoint.TrainState | None:
+    """The state of the run's latest checkpoint, if any; refuses, before any worker starts, to resume a run on
+    other data or with another model."""
     try:
         latest = checkpoint.resolve(job.run_url)
     except FileNotFoundError:
-        return
+        return None
     with latest.as_directory() as directory:
         state = checkpoint.read_state(Path(directory))
     if state.loader.fingerprint != fingerprint:
@@ -78,6 +88,7 @@ def check_previous_run(job: TrainJob, fingerprint: str) -> None:
         )
     if state.model != job.model.build_config().to_dict():
         raise ValueError(f"run {job.run_url} was trained with another model config than model: {job.model}")
+    return state
 
 
 def ray_storage(storage: str) -> dict:

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from hierpt.data.loader import DeterministicLoader, LoaderState
+from hierpt.data.loader import DeterministicLoader, LoaderState, word_batch
 from tests.fixtures.shards import sample_documents, write_shard_set
 
 MAX_WORD_BYTES, SEQ_WORDS = 32, 16
@@ -16,7 +16,7 @@ def shards(tmp_path_factory):
 
 
 def loader(url, world_size, rank, state=None, global_batch=8, micro_batch=2, seed=3):
-    return DeterministicLoader(url, seed, global_batch, micro_batch, rank, world_size, MAX_WORD_BYTES, state)
+    return DeterministicLoader(url, seed, global_batch, micro_batch, rank, world_size, word_batch(MAX_WORD_BYTES), state)
 
 
 def global_steps(url, world_size, steps, state=None):
@@ -27,7 +27,7 @@ def global_steps(url, world_size, steps, state=None):
         step = []
         for rank in ranks:
             for micro in rank.next_step():
-                step += [(p, r, rank.rows.words(r)) for p, r in zip(micro.positions, micro.rows)]
+                step += [(p, r, rank.rows.sequence(r)) for p, r in zip(micro.positions, micro.rows)]
         out.append(step)
     return out, ranks[0].state
 
@@ -68,7 +68,7 @@ def test_micro_batches_hold_the_rank_slice_as_tensors(shards):
     url, _ = shards
     micro_batches = loader(url, 2, 1).next_step()
     assert [m.positions for m in micro_batches] == [[4, 5], [6, 7]]
-    word_bytes, lengths = micro_batches[0].word_bytes, micro_batches[0].lengths
+    word_bytes, lengths = micro_batches[0].inputs["word_bytes"], micro_batches[0].inputs["lengths"]
     assert word_bytes.shape[:2] == lengths.shape and lengths.shape[0] == 2
     assert word_bytes.shape[2] <= MAX_WORD_BYTES
 

@@ -23,7 +23,8 @@ import zstandard
 
 from hierpt.cli import main
 from hierpt.data.prep import WORK, prepare
-from hierpt.data.recipe import Recipe, Source, load_recipe
+from hierpt.data.bpe import BPETokenizer
+from hierpt.data.recipe import Recipe, Source, TokenShardSpec, load_recipe
 from hierpt.data.sample_corpus import write_sample_corpus
 from hierpt.data.shards import MANIFEST, read_manifest
 from hierpt.data.sources import Document, list_inputs, read_documents
@@ -200,6 +201,50 @@ def test_an_output_of_another_recipe_is_refused(messy, tmp_path):
     (tmp_path / "foreign" / "part-0.parquet").write_bytes(b"x")
     with pytest.raises(ValueError, match="not empty and holds no hierpt prep run"):
         prepare(other, str(tmp_path / "foreign"))
+
+
+@pytest.fixture(scope="session")
+def messy_tokens(messy):
+    root, recipe, _ = messy
+    return prepare(recipe, str(root / "tokens"), workers=2, tokens=TokenShardSpec(seq_tokens=40, vocab_size=300))
+
+
+def test_token_shards_hold_the_same_documents_as_the_word_shards_as_bpe_ids(messy, messy_tokens, tmp_path):
+    root, recipe, words = messy
+    tokenizer = BPETokenizer.load(str(root / "tokens" / "tokenizer.json"))
+    assert messy_tokens.tokens.tokenizer_sha256 == tokenizer.sha256() and tokenizer.vocab_size == 300
+    assert messy_tokens.languages == words.languages and messy_tokens.rejected == words.rejected
+    old = json.loads((root / "out" / MANIFEST).read_text())  # word manifests written before token shards existed
+    del old["tokens"]
+    (tmp_path / MANIFEST).write_text(json.dumps(old))
+    assert read_manifest(str(tmp_path)) == words  # still read, with the same fingerprint
+    for lang, texts in _accepted_texts(recipe).items():
+        tables = [pq.read_table(root / "tokens" / f.path) for f in messy_tokens.files if f.path.startswith(f"{lang}-")]
+        rows = [row for table in tables for row in table.column("tokens").to_pylist()]
+        assert all(len(r) == 40 for r in rows[:-1]) and 0 < len(rows[-1]) <= 40
+        encoded = tokenizer.encode_batch(texts)
+        assert [i for row in rows for i in row] == [i for ids in encoded for i in (*ids, tokenizer.eod_id)]
+        assert messy_tokens.tokens.tokens[lang] == sum(map(len, encoded))
+        assert tokenizer.decode([i for row in rows for i in row]) == "".join(texts)
+        word_ids = [pq.read_table(root / "out" / f.path).column("doc_ids") for f in words.files if f.path.startswith(f"{lang}-")]
+        assert [d for table in tables for d in table.column("doc_ids").to_pylist() for d in d] == [
+            d for column in word_ids for d in column.to_pylist() for d in d
+        ]
+
+
+def test_token_shards_reuse_a_tokenizer_and_the_output_claim_covers_token_settings(messy, messy_tokens, tmp_path):
+    root, recipe, _ = messy
+    tokenizer = str(root / "tokens" / "tokenizer.json")
+    reused = prepare(recipe, str(tmp_path / "reuse"), workers=1, tokens=TokenShardSpec(seq_tokens=40, tokenizer=tokenizer))
+    assert reused.tokens == messy_tokens.tokens
+    trained, again = _shard_bytes(str(root / "tokens")), _shard_bytes(str(tmp_path / "reuse"))
+    assert {k: v for k, v in again.items() if k != MANIFEST} == {k: v for k, v in trained.items() if k != MANIFEST}
+    with pytest.raises(ValueError, match="another recipe"):
+        prepare(recipe, str(root / "tokens"), tokens=TokenShardSpec(seq_tokens=32, vocab_size=300))
+    with pytest.raises(ValueError, match="another recipe"):
+        prepare(recipe, str(root / "tokens"))  # word shards into a token shard set
+    with pytest.raises(ValueError, match="exactly one of vocab_size"):
+        TokenShardSpec(seq_tokens=40, vocab_size=300, tokenizer=tokenizer)
 
 
 def test_mixture_weights_repeat_and_sample_documents_from_the_seed(tmp_path, ray_local):

@@ -104,7 +104,7 @@ def baseline_export(corpus, tokenizer, tmp_path_factory) -> tuple[str, list[floa
     token_bytes = tokenizer.token_bytes()[tokens.clamp(min=0)]
     losses = _train(model, {"tokens": tokens, "token_bytes": token_bytes})
     url = str(tmp_path_factory.mktemp("baseline-export"))
-    return save_baseline_export(model, tokenizer, url, {"steps": STEPS}), losses
+    return save_baseline_export(model.state_dict(), model.config, tokenizer, url, {"steps": STEPS}), losses
 
 
 @pytest.fixture(scope="session")

@@ -97,7 +97,7 @@ def test_config_round_trips_and_errors_name_the_field():
 
 def test_export_round_trip_keeps_outputs_and_tokenizer(tokenizer, tmp_path):
     model = tiny(tokenizer).eval()
-    url = save_baseline_export(model, tokenizer, str(tmp_path / "export"), {"step": 3})
+    url = save_baseline_export(model.state_dict(), model.config, tokenizer, str(tmp_path / "export"), {"step": 3})
     loaded, loaded_tokenizer = load_baseline_export(url)
     assert loaded_tokenizer.encode(TEXTS[1]) == tokenizer.encode(TEXTS[1])
     inputs = batch(tokenizer, TEXTS)
@@ -113,5 +113,5 @@ def test_export_round_trip_keeps_outputs_and_tokenizer(tokenizer, tmp_path):
 def test_export_refuses_a_tokenizer_bigger_than_the_vocabulary(tokenizer, tmp_path):
     small = Baseline(BaselineConfig.from_name("tiny", vocab_size=100))
     with pytest.raises(ValueError, match="tokenizer has 300 ids but the model embeds 100"):
-        save_baseline_export(small, tokenizer, str(tmp_path / "export"))
+        save_baseline_export(small.state_dict(), small.config, tokenizer, str(tmp_path / "export"))
     assert not (tmp_path / "export").exists()

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from hierpt.cli import main as cli
-from hierpt.data.loader import DeterministicLoader
+from hierpt.data.loader import DeterministicLoader, word_batch
 from hierpt.data.shards import read_manifest
+from hierpt.model.baseline import Baseline, load_baseline_export
 from hierpt.model.export import load_export
 from hierpt.model.hat import HAT
 from hierpt.train import checkpoint
@@ -22,6 +23,7 @@ from hierpt.train.config import TrainJob
 from hierpt.train.run import train
 
 GLOBAL_BATCH = 4
+TOKEN_SEQ = 48  # conftest.token_shards
 
 pytestmark = pytest.mark.integration
 
@@ -165,9 +167,9 @@ def test_zero2_kill_while_checkpointing_then_resize_export_and_continue_on_new_s
 
 def first_batch_loss(model, shards) -> float:
     """Mean micro-batch loss of the first global batch of `shards` (seed 7), as the training loop computes it."""
-    loader = DeterministicLoader(shards, 7, GLOBAL_BATCH, 1, 0, 1, model.config.max_word_bytes)
+    loader = DeterministicLoader(shards, 7, GLOBAL_BATCH, 1, 0, 1, word_batch(model.config.max_word_bytes))
     with torch.no_grad():
-        losses = [model(m.word_bytes, m.lengths).loss.item() for m in loader.next_step()]
+        losses = [model(**m.inputs).loss.item() for m in loader.next_step()]
     return sum(losses) / len(losses)
 
 
@@ -186,3 +188,41 @@ def test_zero3_survives_a_sigkill_and_resizes_2_to_1_to_2_workers_keeping_order(
     assert_global_order(trace, 10, read_manifest(shards_a).total_rows)
     losses = {line["step"]: line["loss"] for line in trace}
     assert losses[9] < losses[0]
+
+
+def test_the_baseline_trains_on_token_shards_through_the_same_path_resumes_exactly_and_exports(
+    ray_local, token_shards, shards_a, tmp_path
+):
+    storage, trace_dir = tmp_path / "runs", tmp_path / "trace"
+    model = {"family": "baseline", "preset": "tiny", "overrides": {"seq_tokens": TOKEN_SEQ}}
+    job = make_job("bpe", storage, token_shards, trace_dir, model=model, zero_stage=2, steps=6, num_workers=2,
+                   checkpoint={"every": 2}, faults=[{"kill_rank": 1, "at_step": 3}],
+                   export_to=str(tmp_path / "export"))  # fmt: skip
+    summary = train(job)
+
+    trace = read_trace(trace_dir)
+    assert summary["steps"] == 6 and summary["resumed_from_step"] in (2, 4)
+    assert assert_reexecuted_steps_match(trace) >= 1
+    assert_global_order(trace, 6, read_manifest(token_shards).total_rows)
+    assert 0 < summary["final_bits_per_byte"] < 9
+
+    exported, tokenizer = load_baseline_export(str(tmp_path / "export"))
+    manifest = read_manifest(token_shards)
+    assert tokenizer.sha256() == manifest.tokens.tokenizer_sha256
+    loader = DeterministicLoader(token_shards, 7, GLOBAL_BATCH, 1, 0, 1, tokenizer.batch)
+    with torch.no_grad():  # the trained model is better on the first batch than a fresh one
+        trained = sum(exported(**m.inputs).loss.item() for m in loader.next_step())
+    torch.manual_seed(job.seed)
+    fresh_model = Baseline(exported.config)
+    loader = DeterministicLoader(token_shards, 7, GLOBAL_BATCH, 1, 0, 1, tokenizer.batch)
+    with torch.no_grad():
+        fresh = [fresh_model(**m.inputs).loss.item() for m in loader.next_step()]
+    first_step = min(trace, key=lambda line: line["step"])
+    assert first_step["loss"] == pytest.approx(sum(fresh) / len(fresh), rel=1e-4)  # the loop fed these batches
+    assert trained < sum(fresh) - 0.5
+
+    # word shards for a baseline, token shards for a HAT: refused before any worker starts, in one line
+    with pytest.raises(ValueError, match="holds word shards but model.family baseline"):
+        train(make_job("bpe-words", storage, shards_a, trace_dir, model=model, steps=1))
+    with pytest.raises(ValueError, match="holds BPE token shards but model.family hat"):
+        train(make_job("hat-tokens", storage, token_shards, trace_dir, steps=1))
