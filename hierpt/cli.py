@@ -47,10 +47,23 @@ def _eval(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from hierpt.eval.report import compare
 
-    table, plots = compare(args.a, args.b, args.output)
+    targets = {}
+    for item in args.target:
+        lang, _, value = item.partition("=")
+        try:
+            targets[lang] = float(value)
+        except ValueError:
+            raise ValueError(f"--target {item!r}: expected LANG=BITS_PER_BYTE, e.g. fi=2.5") from None
+    table, plots = compare(args.a, args.b, args.output, targets)
     print(table)
     for plot in plots:
         print(f"wrote {plot}")
+
+
+def _compute_match(args: argparse.Namespace) -> None:
+    from hierpt.model.compute_match import main
+
+    main(args.arguments)  # its own argument parser: the options are compute_match's
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -192,10 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=_eval)
 
     cmp = commands.add_parser("compare", help="side-by-side table and PNG plots of two eval results or runs")
-    cmp.add_argument("a", help="eval result JSON, or run directory (eval.json; metrics.jsonl or tensorboard/)")
+    cmp.add_argument("a", help="eval result JSON, or a run or eval directory (evaluations, training metrics)")
     cmp.add_argument("b")
-    cmp.add_argument("--output", required=True, help="directory for comparison.txt and the PNGs")
+    cmp.add_argument("--output", required=True, help="directory for comparison.txt/.json and the PNGs")
+    cmp.add_argument("--target", action="append", default=[], metavar="LANG=BPB",
+                     help="steps to reach this held-out bits/byte, and the other languages' forgetting")  # fmt: skip
     cmp.set_defaults(run=_compare)
+
+    match = commands.add_parser("compute-match", add_help=False,
+                                help="the BPE baseline shape with a HAT's training FLOPs per byte (--help for more)")  # fmt: skip
+    match.set_defaults(run=_compute_match)
 
     demo = commands.add_parser("demo", help="the whole pipeline on local Ray with the built-in sample corpus")
     demo.add_argument("--workdir", default="runs/demo", help="everything the demo writes goes here")
@@ -222,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "compute-match":
+        args.arguments = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, PermissionError) as error:

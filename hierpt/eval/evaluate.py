@@ -208,7 +208,13 @@ def evaluate(
 
 
 def evaluate_checkpoint(
-    checkpoint: str, text: str, seed: int = 0, rate: float = RATE, tokenizer: str | None = None, device: str = "cpu"
+    checkpoint: str,
+    text: str,
+    seed: int = 0,
+    rate: float = RATE,
+    tokenizer: str | None = None,
+    device: str = "cpu",
+    perturbations: Sequence[str] = PERTURBATIONS,
 ) -> dict:
     """`evaluate` for an export (HAT, or baseline with its own tokenizer) on a JSONL or plain-text file.
 
@@ -224,5 +230,5 @@ def evaluate_checkpoint(
         bpe = BPETokenizer.load(tokenizer) if tokenizer else None
         score = functools.partial(score_hat, model)
         kind, max_word_bytes = "hat", model.config.max_word_bytes
-    result = evaluate(score, documents, seed=seed, rate=rate, max_word_bytes=max_word_bytes, tokenizer=bpe)
+    result = evaluate(score, documents, seed, rate, perturbations, max_word_bytes, bpe)
     return {"checkpoint": checkpoint, "model": kind, "text": text, **result}

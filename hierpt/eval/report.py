@@ -1,11 +1,17 @@
 """Side-by-side comparison of two evaluated models or runs: a table and PNG plots (`hierpt compare A B`).
 
-A side is either an eval result (the JSON `hierpt eval --json` prints, saved to a file) or a run directory
-holding ``eval.json`` (that result) and/or training metrics: ``metrics.jsonl`` (one step per line with
-``bytes_seen`` and ``bits_per_byte`` or ``loss``), or else the trainer's TensorBoard events under
-``tensorboard/`` (``train/*`` scalars; bytes seen = running sum of bytes_per_s x step_seconds). Plots: the
-training curve against bytes seen (when both sides have metrics; bits/byte is comparable between HAT and
-baseline, their losses are not), bits/byte per language, and robustness per perturbation.
+A side is either an eval result (the JSON `hierpt eval --json` prints, saved to a file) or a directory: a run
+directory or an eval job's output. Its evaluations are ``eval.json``, or a series of ``step-NNNNNNNN.json``
+(an eval job's output, directly or under ``evals/``; the last one is the side's result). Training metrics
+come from ``metrics.jsonl`` (one step per line with ``bytes_seen`` and ``bits_per_byte`` or ``loss``), or
+else the trainer's TensorBoard events under ``tensorboard/`` (``train/*`` scalars; bytes seen = running sum
+of bytes_per_s x step_seconds).
+
+Plots: the training curve against bytes seen (bits/byte is comparable between HAT and baseline, their
+losses are not), bits/byte per language, robustness per perturbation, and held-out bits/byte against steps
+for series. With targets (language -> bits/byte), the report adds the steps each side needed to reach them
+and the other languages' forgetting: their bits/byte at the last evaluation against the first (step 0 when
+the eval job evaluated the starting point, `init_from`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EVAL_FILE = "eval.json"
+SERIES_DIR = "evals"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 BYTES_SEEN = "bytes_seen"
@@ -27,16 +34,22 @@ class Side:
     name: str
     result: dict = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
+    series: list[dict] = field(default_factory=list)  # eval results by step, oldest first
 
 
 def load_side(path: str) -> Side:
-    """An eval result file, or a run directory with eval.json and/or metrics.jsonl; errors name the path."""
+    """An eval result file, or a directory with evaluations and/or training metrics; errors name the path."""
     location = Path(path)
     if location.is_file():
         return Side(location.stem, _read_result(location))
     if not location.is_dir():
         raise FileNotFoundError(f"{path}: no such eval result or run directory")
-    result = _read_result(location / EVAL_FILE) if (location / EVAL_FILE).is_file() else {}
+    series_files = sorted(location.glob("step-*.json")) or sorted((location / SERIES_DIR).glob("step-*.json"))
+    series = sorted((_read_result(p) for p in series_files), key=lambda r: r.get("step") or 0)
+    if series:
+        result = series[-1]
+    else:
+        result = _read_result(location / EVAL_FILE) if (location / EVAL_FILE).is_file() else {}
     if (location / METRICS_FILE).is_file():
         metrics = _read_metrics(location / METRICS_FILE)
     elif (location / TENSORBOARD_DIR).is_dir():
@@ -44,8 +57,10 @@ def load_side(path: str) -> Side:
     else:
         metrics = []
     if not result and not metrics:
-        raise ValueError(f"{path}: a run directory needs {EVAL_FILE}, {METRICS_FILE} or {TENSORBOARD_DIR}/ events")
-    return Side(location.name, result, metrics)
+        raise ValueError(
+            f"{path}: a directory needs {EVAL_FILE}, step-*.json evaluations, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
+        )
+    return Side(location.name, result, metrics, series)
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -131,6 +146,61 @@ def format_table(a: Side, b: Side) -> str:
     return "\n".join(lines)
 
 
+def steps_to_target(side: Side, lang: str, target: float) -> int | None:
+    """The first evaluated step at which held-out bits/byte of `lang` is at or below `target`."""
+    for result in side.series or [side.result]:
+        value = result.get("bits_per_byte", {}).get(lang)
+        if value is not None and value <= target:
+            return result.get("step")
+    return None
+
+
+def forgetting(side: Side, targets: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per language without a target: bits/byte at the first and last evaluation, and the relative increase."""
+    if len(side.series) < 2:
+        return {}
+    first, last = side.series[0], side.series[-1]
+    langs = sorted(set(first["bits_per_byte"]) & set(last["bits_per_byte"]) - set(targets) - {"all"})
+    return {
+        lang: {
+            "from_step": first.get("step"),
+            "first": first["bits_per_byte"][lang],
+            "last": last["bits_per_byte"][lang],
+            "increase": last["bits_per_byte"][lang] / first["bits_per_byte"][lang] - 1,
+        }
+        for lang in langs
+    }
+
+
+def target_report(a: Side, b: Side, targets: dict[str, float]) -> tuple[str, dict]:
+    """Steps to each target and the forgetting of both sides, as text and as data."""
+    data = {
+        "steps_to_target": {
+            lang: {"target": target, a.name: steps_to_target(a, lang, target), b.name: steps_to_target(b, lang, target)}
+            for lang, target in sorted(targets.items())
+        },
+        "forgetting": {a.name: forgetting(a, targets), b.name: forgetting(b, targets)},
+    }
+    lines = ["", "steps to reach the held-out bits/byte target (- = not reached)"]
+    lines.append(f"{'lang':<8}{'target':>8}  {a.name[:12]:>12}  {b.name[:12]:>12}  {'B/A':>8}")
+    for lang, row in data["steps_to_target"].items():
+        step_a, step_b = row[a.name], row[b.name]
+        ratio = f"{step_b / step_a:.3f}" if step_a and step_b is not None else "-"
+        lines.append(f"{lang:<8}{row['target']:>8.3f}  {_steps(step_a):>12}  {_steps(step_b):>12}  {ratio:>8}")
+    lines += ["", "forgetting: held-out bits/byte, first -> last evaluation (relative increase)"]
+    for side in (a, b):
+        for lang, row in data["forgetting"][side.name].items():
+            lines.append(
+                f"{side.name[:12]:<12}  {lang:<6}  step {row['from_step']}: {row['first']:.4f} -> "
+                f"{row['last']:.4f}  ({row['increase']:+.1%})"
+            )
+    return "\n".join(lines), data
+
+
+def _steps(step: int | None) -> str:
+    return "-" if step is None else str(step)
+
+
 def _bars(axis, groups: list[str], sides: list[Side], values: list[list[float]]) -> None:
     width = 0.8 / len(sides)
     for i, (side, heights) in enumerate(zip(sides, values)):
@@ -139,7 +209,7 @@ def _bars(axis, groups: list[str], sides: list[Side], values: list[list[float]])
     axis.legend()
 
 
-def write_plots(a: Side, b: Side, output: Path) -> list[Path]:
+def write_plots(a: Side, b: Side, output: Path, targets: dict[str, float] | None = None) -> list[Path]:
     """The PNGs both sides have data for; returns their paths."""
     import matplotlib
 
@@ -179,16 +249,38 @@ def write_plots(a: Side, b: Side, output: Path) -> list[Path]:
             _bars(axis, kinds, sides, heights)
             axis.set(ylabel="relative bits/byte increase", title="robustness (all languages)")
             save(figure, "robustness.png")
+
+    if all(len(s.series) > 1 for s in sides):
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for side in sides:
+            for lang in sorted(targets or {}) or ["all"]:
+                points = [(r.get("step") or 0, r["bits_per_byte"].get(lang)) for r in side.series]
+                points = [p for p in points if p[1] is not None]
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{side.name} {lang}")
+        for lang, target in sorted((targets or {}).items()):
+            axis.axhline(target, linestyle=":", color="gray")
+        axis.set(xlabel="step", ylabel="held-out bits per byte", title="held-out bits/byte during training")
+        axis.legend()
+        save(figure, "heldout_vs_step.png")
     return written
 
 
-def compare(path_a: str, path_b: str, output: str) -> tuple[str, list[Path]]:
-    """Load both sides, write the table (comparison.txt) and the plots into `output`; returns table and PNGs."""
+def compare(
+    path_a: str, path_b: str, output: str, targets: dict[str, float] | None = None
+) -> tuple[str, list[Path]]:
+    """Load both sides, write the table (comparison.txt, and as data comparison.json) and the plots into
+    `output`; returns table and PNGs."""
     a, b = load_side(path_a), load_side(path_b)
     if a.name == b.name:
-        a, b = Side(f"A:{a.name}", a.result, a.metrics), Side(f"B:{b.name}", b.result, b.metrics)
+        a, b = (Side(f"{tag}:{s.name}", s.result, s.metrics, s.series) for tag, s in (("A", a), ("B", b)))
     table = format_table(a, b) if a.result or b.result else "(no eval results to compare)"
+    data = {"a": a.name, "b": b.name, "metrics": {name: [va, vb] for name, va, vb in comparison_rows(a, b)}}
+    if targets:
+        text, target_data = target_report(a, b, targets)
+        table += "\n" + text
+        data.update(target_data)
     directory = Path(output)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "comparison.txt").write_text(table + "\n")
-    return table, write_plots(a, b, directory)
+    (directory / "comparison.json").write_text(json.dumps(data, indent=2) + "\n")
+    return table, write_plots(a, b, directory, targets)

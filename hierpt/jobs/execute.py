@@ -16,6 +16,7 @@ import fsspec
 from hierpt.jobs.specs import (
     ContinuedPretrainJob,
     EvalJob,
+    ExperimentJob,
     JobSpec,
     PrepJob,
     PretrainJob,
@@ -36,7 +37,28 @@ def execute(spec: JobSpec) -> dict:
         from hierpt.train.run import train
 
         return train(as_train_job(spec))
+    if isinstance(spec, ExperimentJob):
+        return run_experiment(spec)
     return evaluate_checkpoints(spec)
+
+
+def run_experiment(spec: ExperimentJob) -> dict:
+    """Each stage in order (finished ones return at once), then the comparison report."""
+    from hierpt.eval.report import compare
+
+    stages = spec.jobs()
+    summaries = []
+    for index, stage in enumerate(stages, 1):
+        label = getattr(stage, "name", None) or getattr(stage, "output", "")
+        print(f"experiment {spec.name}: stage {index}/{len(stages)}: {stage.kind} {label}", file=sys.stderr, flush=True)
+        summaries.append(execute(stage))
+    summary = {"experiment": spec.name, "stages": summaries}
+    if spec.compare is not None:
+        settings = spec.compare
+        table, plots = compare(settings.a, settings.b, settings.output, settings.targets)
+        print(table, file=sys.stderr, flush=True)
+        summary["report"] = {"table": f"{settings.output}/comparison.txt", "plots": [str(p) for p in plots]}
+    return summary
 
 
 def as_train_job(spec: PretrainJob | ContinuedPretrainJob) -> TrainJob:
@@ -104,28 +126,40 @@ def _checkpoint_url(ckpt) -> str:
 
 
 def evaluate_checkpoints(spec: EvalJob) -> dict:
-    """Export and evaluate each target checkpoint; one results file per checkpoint, written when complete."""
+    """Export and evaluate each target checkpoint; one results file per checkpoint, written when complete.
+
+    A checkpoint whose results file exists is not evaluated again.
+    """
     from hierpt.eval.evaluate import evaluate_checkpoint
+    from hierpt.eval.perturb import PERTURBATIONS
     from hierpt.model.family import load_any_export
     from hierpt.model.generate import SamplingConfig, continue_text
 
     targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
     if not targets:
         raise FileNotFoundError(f"run {spec.run} has no committed checkpoint to evaluate")
+    if spec.checkpoints == "latest":
+        targets = targets[-1:]
+    if spec.init_from:
+        targets = [(0, spec.init_from), *targets]
     written = []
+    fs, root = fsspec.core.url_to_fs(spec.output)
     for step, source in targets:
         name = "result" if step is None else f"step-{step:08d}"
+        url = f"{spec.output}/{name}.json"
+        if fs.exists(f"{root}/{name}.json"):
+            written.append(url)
+            continue
         export_path = resolve_export(source, f"{spec.output}/{name}-export")
-        result = evaluate_checkpoint(export_path, spec.text)
-        if not spec.robustness:
-            result.pop("robustness", None)
+        perturbations = PERTURBATIONS if spec.robustness else ()
+        result = evaluate_checkpoint(export_path, spec.text, tokenizer=spec.tokenizer, perturbations=perturbations)
         model, tokenizer = load_any_export(export_path)
         sampling = SamplingConfig(max_words=24)
         result["samples"] = {p: p + continue_text(model, tokenizer, p, sampling) for p in spec.prompts}
         result["step"] = step
-        url = f"{spec.output}/{name}.json"
-        with fsspec.open(url, "w") as f:
+        with fsspec.open(f"{url}.partial", "w") as f:  # renamed when complete: a results file is never partial
             json.dump(result, f, indent=2)
+        fs.mv(f"{root}/{name}.json.partial", f"{root}/{name}.json")
         written.append(url)
     return {"results": written}
 

@@ -1,7 +1,8 @@
 """Job specs: what `hierpt run` executes and `hierpt jobs submit` sends to a Ray cluster.
 
-One YAML file = one job, its `kind` picks the model: `prep`, `pretrain`, `continued_pretrain` or `eval`.
-Specs are validated completely before anything is submitted; errors name the file and the field path.
+One YAML file = one job, its `kind` picks the model: `prep`, `pretrain`, `continued_pretrain`, `eval`, or
+`experiment` (stages run in order, then a comparison report). Specs are validated completely before anything
+is submitted; errors name the file and the field path.
 Secrets never live in specs: `env` names environment variables whose values the submitter forwards.
 """
 
@@ -108,20 +109,29 @@ class ContinuedPretrainJob(Submission, TrainJob):
 
 
 class EvalJob(Submission):
-    """Evaluate one checkpoint (`checkpoint`) or every committed checkpoint of a run (`run`)."""
+    """Evaluate one checkpoint (`checkpoint`) or the committed checkpoints of a run (`run`).
+
+    Results already in `output` are kept, so a rerun evaluates only new checkpoints. `init_from` (for a
+    continued run: where it started) is evaluated as step 0, the reference for forgetting in `hierpt compare`.
+    """
 
     kind: Literal["eval"]
     checkpoint: str | None = None  # an export directory, or a checkpoint directory inside a run
-    run: str | None = None  # a run URL: every committed checkpoint
+    run: str | None = None  # a run URL: its committed checkpoints
+    checkpoints: Literal["all", "latest"] = "all"  # of a run: every committed checkpoint, or the latest only
+    init_from: str | None = None  # with `run`: an export, run or checkpoint to evaluate as step 0
     text: str  # held-out text: JSONL with `text` and `lang` (any UTF-8 text works)
     output: str  # where results JSON files go
     prompts: list[str] = Field(default_factory=lambda: ["The "])
     robustness: bool = True
+    tokenizer: str | None = None  # a BPE tokenizer JSON: adds bytes per token to a HAT's compression numbers
 
     @model_validator(mode="after")
     def _one_target(self) -> EvalJob:
         if (self.checkpoint is None) == (self.run is None):
             raise ValueError("set exactly one of `checkpoint` and `run`")
+        if self.init_from and not self.run:
+            raise ValueError("`init_from` (evaluated as step 0) belongs to a `run` evaluation")
         return self
 
     @property
@@ -129,7 +139,49 @@ class EvalJob(Submission):
         return None
 
 
-JobSpec = Annotated[PrepJob | PretrainJob | ContinuedPretrainJob | EvalJob, Field(discriminator="kind")]
+class CompareSettings(BaseModel):
+    """`hierpt compare A B` at the end of an experiment (hierpt/eval/report.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    a: str  # a run directory (TensorBoard curve, evals/ series) or an eval result / eval output directory
+    b: str
+    output: str  # comparison.txt, comparison.json and the PNGs
+    targets: dict[str, float] = Field(default_factory=dict)  # lang -> held-out bits/byte to reach
+
+
+class ExperimentJob(Submission):
+    """Stages (job specs: a path, or inline) run one after another in one process, then a comparison.
+
+    Finished stages cost nothing on a rerun (prep finds its manifest, a run its last step, an eval its results),
+    so an experiment can name another experiment as a stage and build on its runs.
+    """
+
+    kind: Literal["experiment"]
+    name: str
+    stages: list[str | dict] = Field(min_length=1)
+    compare: CompareSettings | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_are_specs(cls, stages: list[str | dict]) -> list[str | dict]:
+        for index, stage in enumerate(stages):
+            try:
+                load_spec(stage) if isinstance(stage, str) else parse_spec(stage, "spec")
+            except (ValueError, FileNotFoundError) as error:
+                raise ValueError(f"stage {index}: {error}") from None
+        return stages
+
+    def jobs(self) -> list[JobSpec]:
+        return [load_spec(stage) if isinstance(stage, str) else parse_spec(stage) for stage in self.stages]
+
+    @property
+    def run_name(self) -> str | None:
+        return None
+
+
+JobSpec = Annotated[
+    PrepJob | PretrainJob | ContinuedPretrainJob | EvalJob | ExperimentJob, Field(discriminator="kind")
+]
 _ADAPTER = TypeAdapter(JobSpec)
 
 
@@ -149,17 +201,18 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
 # absolute before a spec travels to a cluster, where the working directory is another one.
 PATH_FIELDS = {
     "recipe", "output", "storage", "init_from", "export_to", "tensorboard_dir", "trace_dir", "checkpoint", "run",
-    "text", "shards", "tokenizer",
+    "text", "shards", "tokenizer", "stages", "a", "b",
 }  # fmt: skip
 
 
-def absolute_paths(raw, cwd: Path):
+def absolute_paths(raw, cwd: Path, key: str | None = None):
+    """Relative local paths under PATH_FIELDS keys (also in lists, e.g. `stages`) made absolute from `cwd`."""
     if isinstance(raw, dict):
-        return {
-            key: str(cwd / value) if key in PATH_FIELDS and isinstance(value, str) and _is_relative(value)
-            else absolute_paths(value, cwd)
-            for key, value in raw.items()
-        }  # fmt: skip
+        return {k: absolute_paths(v, cwd, k) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [absolute_paths(item, cwd, key) for item in raw]
+    if key in PATH_FIELDS and isinstance(raw, str) and _is_relative(raw):
+        return str(cwd / raw)
     return raw
 
 

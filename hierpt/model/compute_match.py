@@ -7,7 +7,9 @@ searched. Among shapes within `CLOSE` of the target, the one whose depth is near
 (the paper's baselines are a little shallower than its HAT backbones); the result must hold within
 `TOLERANCE` (the paper's "deviation < 5%").
 
-Run ``python -m hierpt.model.compute_match --hat small --text corpus.jsonl --tokenizer tok.json`` to print both.
+``hierpt compute-match --hat small --text corpus.jsonl --tokenizer tok.json`` prints both shapes; ``--hat`` also
+takes a job spec (its `model`), and ``--token-shards URL`` measures both ratios from a token shard set's
+manifest. The output ends with the baseline's `model:` block for a job spec.
 """
 
 from __future__ import annotations
@@ -107,12 +109,13 @@ def match_baseline(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hierpt.model.compute_match", description=__doc__.split("\n")[0])
-    parser.add_argument("--hat", default="small", help="HAT preset")
+    parser = argparse.ArgumentParser(prog="hierpt compute-match", description=__doc__.split("\n")[0])
+    parser.add_argument("--hat", default="small", help="HAT preset, or a job spec YAML (its `model`)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--text", help="corpus (JSONL with `text`, or plain text) to measure bytes/word and bytes/token on"
     )
+    source.add_argument("--token-shards", help="a token shard set (hierpt prep --seq-tokens): ratios of its manifest")
     source.add_argument(
         "--bytes-per-word", type=float, help="measured elsewhere; needs --bytes-per-token and --vocab-size"
     )
@@ -121,8 +124,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int)
     args = parser.parse_args(argv)
 
-    hat = HATConfig.from_name(args.hat)
-    if args.text:
+    hat = _hat_config(args.hat)
+    if args.token_shards:
+        from hierpt.data.shards import read_manifest
+
+        manifest = read_manifest(args.token_shards)
+        if manifest.tokens is None:
+            parser.exit(2, f"{parser.prog}: error: {args.token_shards} holds word shards, not token shards\n")
+        text_bytes = sum(s.bytes for s in manifest.languages.values())
+        bytes_per_word = text_bytes / max(sum(s.words for s in manifest.languages.values()), 1)
+        bytes_per_token = manifest.tokens.bytes_per_token(manifest.languages)
+        vocab_size = manifest.tokens.vocab_size
+    elif args.text:
         from hierpt.data.bpe import BPETokenizer
         from hierpt.eval.evaluate import read_documents
         from hierpt.eval.metrics import compression
@@ -144,8 +157,32 @@ def main(argv: list[str] | None = None) -> None:
         match = match_baseline(hat, vocab_size, bytes_per_word, bytes_per_token)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    print(json.dumps(match.summary(), indent=2))
+    print(json.dumps({**match.summary(), "baseline_model": baseline_model_spec(match.baseline)}, indent=2))
 
 
-if __name__ == "__main__":
-    main()
+def _hat_config(name_or_spec: str) -> HATConfig:
+    if not name_or_spec.endswith((".yaml", ".yml")):
+        return HATConfig.from_name(name_or_spec)
+    from hierpt.jobs.specs import load_spec
+
+    spec = load_spec(name_or_spec)
+    if getattr(spec, "model", None) is None or spec.model.family != "hat":
+        raise ValueError(f"{name_or_spec}: not a training spec of a HAT")
+    return spec.model.build_config()
+
+
+def baseline_model_spec(config: BaselineConfig) -> dict:
+    """The `model:` block of a job spec for this baseline: the nearest preset (by width) plus what differs."""
+    from hierpt.model.baseline import PRESETS
+
+    preset = min(PRESETS, key=lambda name: abs(PRESETS[name].backbone.dim - config.backbone.dim))
+    base, wanted = PRESETS[preset].to_dict(), config.to_dict()
+    overrides = {}
+    for key, value in wanted.items():
+        if isinstance(value, dict):
+            changed = {k: v for k, v in value.items() if base[key][k] != v}
+            if changed:
+                overrides[key] = changed
+        elif base[key] != value:
+            overrides[key] = value
+    return {"family": "baseline", "preset": preset, "overrides": overrides}

@@ -58,7 +58,7 @@ def test_compare_refuses_what_is_not_a_result(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "other.json").write_text('{"loss": 1}')
     for bad, message in (
-        (tmp_path / "empty", "needs eval.json, metrics.jsonl or tensorboard/ events"),
+        (tmp_path / "empty", "needs eval.json, step-*.json evaluations, metrics.jsonl or tensorboard/ events"),
         (tmp_path / "other.json", "not an eval result"),
     ):
         with pytest.raises(SystemExit):
@@ -85,3 +85,33 @@ def test_training_curve_comes_from_the_trainers_tensorboard_events(tmp_path):
     (baseline_run / "metrics.jsonl").write_text('{"bytes_seen": 300, "bits_per_byte": 7.0}\n')
     _, plots = compare(str(run), str(baseline_run), str(tmp_path / "out"))
     assert [p.name for p in plots] == ["loss_vs_bytes.png"]
+
+
+def _series(root, name, fi, de):
+    """An eval job's output: one result per step (step 0 = the starting point) with fi and de bits/byte."""
+    directory = root / name / "evals"
+    directory.mkdir(parents=True)
+    for step, (fi_bpb, de_bpb) in enumerate(zip(fi, de)):
+        result = {"step": step * 10, "bits_per_byte": {"fi": fi_bpb, "de": de_bpb, "all": (fi_bpb + de_bpb) / 2}}
+        (directory / f"step-{step * 10:08d}.json").write_text(json.dumps(result))
+    return root / name
+
+
+def test_series_report_steps_to_target_and_forgetting(tmp_path, capsys):
+    hat = _series(tmp_path, "hat", fi=[6.0, 3.0, 1.9, 1.5], de=[2.0, 2.1, 2.2, 2.3])
+    bpe = _series(tmp_path, "bpe", fi=[6.5, 4.0, 2.5, 1.95], de=[2.0, 2.0, 2.4, 3.0])
+    main(["compare", str(hat), str(bpe), "--output", str(tmp_path / "out"), "--target", "fi=2.0"])
+    out = capsys.readouterr().out
+    assert re.search(r"^fi\s+2\.000\s+20\s+30\s+1\.500$", out, re.M)
+    assert re.search(r"^hat\s+de\s+step 0: 2\.0000 -> 2\.3000\s+\(\+15\.0%\)$", out, re.M)
+    assert re.search(r"^bpe\s+de\s+step 0: 2\.0000 -> 3\.0000\s+\(\+50\.0%\)$", out, re.M)
+    data = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert data["steps_to_target"]["fi"] == {"target": 2.0, "hat": 20, "bpe": 30}
+    assert data["metrics"]["bits_per_byte.fi"] == [1.5, 1.95]  # the last evaluation is each side's result
+    assert (tmp_path / "out" / "heldout_vs_step.png").read_bytes()[:8] == PNG_MAGIC
+
+    compare(str(hat), str(bpe), str(tmp_path / "out2"), {"fi": 1.0})
+    assert json.loads((tmp_path / "out2" / "comparison.json").read_text())["steps_to_target"]["fi"]["hat"] is None
+    with pytest.raises(SystemExit):
+        main(["compare", str(hat), str(bpe), "--output", str(tmp_path / "out3"), "--target", "fi"])
+    assert "expected LANG=BITS_PER_BYTE" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import pytest
 from hierpt.cli import main as cli
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
-from hierpt.train.loop import check_shards_fit_model
+from hierpt.train.loop import shard_inputs
 
 
 def test_export_of_something_that_is_not_a_run_is_one_clear_line(tmp_path, capsys):
@@ -25,4 +25,4 @@ def test_shards_prepared_for_another_word_shape_are_refused(shards_a):
     job = TrainJob.model_validate({"name": "t", "storage": "/tmp/x", "data": {"shards": shards_a}, "steps": 1,
                                    "model": {"preset": "tiny", "overrides": {"seq_words": 128}}})  # fmt: skip
     with pytest.raises(ValueError, match="model seq_words=128 but the shards .* seq_words=64"):
-        check_shards_fit_model(job, job.model.build_config())
+        shard_inputs(job, job.model.build_config())
