@@ -26,7 +26,7 @@ from hierpt.data.sample_corpus import LANGUAGES, documents
 from hierpt.eval.metrics import compression
 from hierpt.model.baseline import Baseline, BaselineConfig
 from hierpt.model.compute_match import PAPER_COMPRESSION, match_baseline
-from hierpt.model.hat import HAT, IGNORE, HATConfig, length_groups
+from hierpt.model.hat import HAT, HATConfig, length_groups
 from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
 
 
@@ -56,13 +56,8 @@ def hat_batch(config: HATConfig, sequences: list[list[str]]) -> dict[str, torch.
 
 
 def baseline_batch(tokenizer: BPETokenizer, sequences: list[list[str]]) -> dict[str, torch.Tensor]:
-    rows = []
-    for texts in sequences:
-        rows.append([tokenizer.eod_id] + [i for ids in tokenizer.encode_batch(texts) for i in (*ids, tokenizer.eod_id)])
-    tokens = torch.full((len(rows), max(map(len, rows))), IGNORE, dtype=torch.int64)
-    for r, row in enumerate(rows):
-        tokens[r, : len(row)] = torch.tensor(row)
-    return {"tokens": tokens, "token_bytes": tokenizer.token_bytes()[tokens.clamp(min=0)]}
+    eod = tokenizer.eod_id
+    return tokenizer.batch([[eod] + [i for ids in tokenizer.encode_batch(t) for i in (*ids, eod)] for t in sequences])
 
 
 def main() -> None:

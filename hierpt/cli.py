@@ -121,14 +121,9 @@ def _jobs(args: argparse.Namespace) -> None:
 
 
 def _prep(args: argparse.Namespace) -> None:
-    import logging
-
-    import ray.data  # noqa: F401 - configures its loggers on import; quieten them after that
-
     from hierpt.data.prep import prepare
     from hierpt.data.recipe import TokenShardSpec
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
     tokens = None
     if args.seq_tokens is not None:
         tokens = TokenShardSpec(seq_tokens=args.seq_tokens, vocab_size=args.vocab_size, tokenizer=args.tokenizer)

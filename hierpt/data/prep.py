@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -67,7 +68,7 @@ def prepare(
 
     With `tokens`, the shards hold BPE ids (the baseline's data) instead of words.
     """
-    import ray
+    import ray.data  # configures its loggers on import: quietened below, after that
 
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -84,8 +85,29 @@ def prepare(
         _log(f"{output_url} already holds this recipe's shards (fingerprint {finished.fingerprint}); nothing to do")
         return finished
 
-    if not ray.is_initialized():
+    owns_ray = not ray.is_initialized()  # a local Ray started here is stopped at the end, as training does
+    if owns_ray:
         ray.init(log_to_driver=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
+    try:
+        return _prepare(recipe, content, inputs, output_url, workers, tokens, given_tokenizer)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def _prepare(
+    recipe: Recipe,
+    content: dict,
+    inputs: list[InputFile],
+    output_url: str,
+    workers: int | None,
+    tokens: TokenShardSpec | None,
+    given_tokenizer: BPETokenizer | None,
+) -> Manifest:
+    """Both stages and the manifest, on a running Ray, for an output already claimed for `content`."""
+    import ray
+
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     keys = [_input_key(recipe, f) for f in inputs]
     started = time.monotonic()

@@ -8,7 +8,6 @@ failure (Ray workers or nodes lost beyond the run's own retries: worth resubmitt
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import fsspec
@@ -97,19 +96,12 @@ def resolve_checkpoint(source: str) -> str:
 
 def committed_checkpoints(run_url: str) -> list[tuple[int, str]]:
     """(step, URL) of every checkpoint Ray Train has committed for a run, oldest first; [] before the first."""
-    from ray.train import Result
+    from hierpt.train.checkpoint import read_state, run_result
 
-    from hierpt.train.checkpoint import read_state
-
-    quiet = logging.getLogger("ray.train")  # Result.from_path announces the run snapshot at INFO on every call
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
     try:
-        result = Result.from_path(run_url)
+        result = run_result(run_url)
     except (RuntimeError, FileNotFoundError, ValueError):
         return []
-    finally:
-        quiet.setLevel(level)
     found = []
     for ckpt, metrics in result.best_checkpoints:
         step = metrics.get("step")

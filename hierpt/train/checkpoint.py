@@ -10,6 +10,7 @@ size converts the checkpoint to DeepSpeed's universal format first (`ds_to_unive
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
 from argparse import Namespace
@@ -125,13 +126,25 @@ def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, be
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def run_result(run_url: str) -> ray.train.Result:
+    """Ray's record of a run in storage (its committed checkpoints and last metrics), read without Ray's
+    multi-line INFO notice on every read."""
+    quiet = logging.getLogger("ray.train")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        return ray.train.Result.from_path(run_url)
+    finally:
+        quiet.setLevel(level)
+
+
 def resolve(checkpoint_or_run: str) -> ray.train.Checkpoint:
     """A checkpoint directory as given, or the latest committed checkpoint of a run directory."""
     candidate = ray.train.Checkpoint(checkpoint_or_run)
     if candidate.filesystem.get_file_info(f"{candidate.path}/{STATE_FILE}").type.name != "NotFound":
         return candidate
     try:
-        result = ray.train.Result.from_path(checkpoint_or_run)
+        result = run_result(checkpoint_or_run)
     except RuntimeError as error:
         raise FileNotFoundError(f"{checkpoint_or_run}: neither a hierpt checkpoint nor a run directory") from error
     if result.checkpoint is None:

@@ -28,7 +28,7 @@ def train(job: TrainJob) -> dict:
     previous = check_previous_run(job, manifest.fingerprint)
     if previous is not None and previous.step >= job.steps:
         print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
-        return summarize(job, ray.train.Result.from_path(job.run_url))
+        return summarize(job, checkpoint.run_result(job.run_url))
     owns_ray = not ray.is_initialized()  # connect to RAY_ADDRESS or start a local Ray, and stop it after
     if owns_ray:
         ray.init()
@@ -112,8 +112,10 @@ def ray_storage(storage: str) -> dict:
 def worker_env(use_gpu: bool) -> dict[str, str]:
     """Object-store credentials and endpoints the workers need for shards and fault markers (s3fs reads env);
     on CPU also MKL's strict reproducibility mode (results independent of memory alignment), which bit-exact
-    resume relies on."""
+    resume relies on. Ray Train's print patch is off: with it, every progress line reached the driver twice
+    (once through the patched logger, once through Ray's stdout forwarding)."""
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     if not use_gpu:
         env["MKL_CBWR"] = os.environ.get("MKL_CBWR", "AUTO,STRICT")
     return env

@@ -93,3 +93,34 @@ def test_keeping_the_optimizer_needs_a_checkpoint_and_no_frozen_modules():
         as_train_job(spec)
     with pytest.raises(ValueError, match="cannot freeze"):
         parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt", "freeze": ["backbone"]})
+
+
+@pytest.mark.integration
+def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_local, tmp_path):
+    """Prepares the sample corpus as the experiment does and measures both models' FLOPs per byte on it."""
+    from hierpt.data.prep import prepare
+    from hierpt.data.recipe import load_recipe
+    from hierpt.data.sample_corpus import write_sample_corpus
+    from hierpt.model.compute_match import TOLERANCE, baseline_flops_per_byte, hat_flops_per_byte
+
+    experiment = load_spec(JOBS / "hat_vs_bpe.yaml")
+    stages = experiment.jobs()
+    token_prep = next(s for s in stages if s.kind == "prep" and s.tokens is not None)
+    hat, bpe = (next(s for s in stages if s.kind == "pretrain" and s.model.family == f) for f in ("hat", "baseline"))
+    write_sample_corpus(tmp_path / "sample_corpus")  # the defaults of data_prep/make_sample_corpus.py
+    recipe_path = tmp_path / "sample.yaml"
+    recipe_path.write_text(Path(token_prep.recipe).read_text())
+    manifest = prepare(load_recipe(str(recipe_path)), str(tmp_path / "shards"), workers=2, tokens=token_prep.tokens)
+
+    text_bytes = sum(s.bytes for s in manifest.languages.values())
+    bytes_per_word = text_bytes / sum(s.words for s in manifest.languages.values())
+    bytes_per_token = manifest.tokens.bytes_per_token(manifest.languages)
+    hat_config, bpe_config = hat.model.build_config(), bpe.model.build_config()
+    deviation = baseline_flops_per_byte(bpe_config, bytes_per_token) / hat_flops_per_byte(hat_config, bytes_per_word)
+    assert abs(deviation - 1) <= TOLERANCE
+    sequence_bytes = bpe_config.seq_tokens * bytes_per_token / (hat_config.seq_words * bytes_per_word)
+    assert abs(sequence_bytes - 1) <= TOLERANCE  # the same bytes per sequence, so per step
+    assert manifest.tokens.vocab_size <= bpe_config.vocab_size and hat.global_batch == bpe.global_batch
+
+    continued = load_spec(JOBS / "hat_vs_bpe_continue_fi.yaml").jobs()  # continues these very models
+    assert {s.model.build_config() for s in continued if s.kind == "continued_pretrain"} == {hat_config, bpe_config}
