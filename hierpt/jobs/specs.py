@@ -158,21 +158,24 @@ class ExperimentJob(Submission):
 
     kind: Literal["experiment"]
     name: str
-    stages: list[str | dict] = Field(min_length=1)
+    stages: list[str | dict] = Field(min_length=1)  # a spec file's path, or a spec; held as specs once loaded
     compare: CompareSettings | None = None
 
     @field_validator("stages")
     @classmethod
-    def _stages_are_specs(cls, stages: list[str | dict]) -> list[str | dict]:
+    def _stages_are_specs(cls, stages: list[str | dict]) -> list[dict]:
+        """Every stage validated now; a path is read now, so the experiment travels to a cluster as one spec."""
+        inlined = []
         for index, stage in enumerate(stages):
             try:
-                load_spec(stage) if isinstance(stage, str) else parse_spec(stage, "spec")
+                raw = read_spec_file(stage) if isinstance(stage, str) else stage
+                inlined.append(parse_spec(raw, "spec").model_dump(mode="json"))
             except (ValueError, FileNotFoundError) as error:
                 raise ValueError(f"stage {index}: {error}") from None
-        return stages
+        return inlined
 
     def jobs(self) -> list[JobSpec]:
-        return [load_spec(stage) if isinstance(stage, str) else parse_spec(stage) for stage in self.stages]
+        return [parse_spec(stage) for stage in self.stages]
 
     @property
     def run_name(self) -> str | None:
@@ -220,13 +223,17 @@ def _is_relative(value: str) -> bool:
     return "://" not in value and not os.path.isabs(os.path.expanduser(value))
 
 
-def load_spec(path: str | os.PathLike) -> JobSpec:
+def read_spec_file(path: str | os.PathLike) -> dict:
+    """A spec file's mapping, its relative paths made absolute (from where `hierpt` runs)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such job spec")
     with path.open() as f:
-        raw = yaml.safe_load(f)
-    return parse_spec(absolute_paths(raw, Path.cwd()), source=str(path))
+        return absolute_paths(yaml.safe_load(f), Path.cwd())
+
+
+def load_spec(path: str | os.PathLike) -> JobSpec:
+    return parse_spec(read_spec_file(path), source=str(path))
 
 
 def forwarded_env(spec: JobSpec) -> dict[str, str]:
