@@ -11,7 +11,9 @@ from hierpt.model.baseline import (
     load_baseline_export,
     save_baseline_export,
 )
+from hierpt.cli import main
 from hierpt.model.export import save_export
+from hierpt.model.generate import SamplingConfig, generate_baseline_text
 from hierpt.model.hat import HAT, IGNORE, HATConfig
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 3, "Grüße aus München! 快速的狐狸。 Быстрая лиса."]
@@ -29,11 +31,15 @@ def tiny(tokenizer: BPETokenizer) -> Baseline:
 
 def batch(tokenizer: BPETokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
     """Each text as [end of document] + tokens + [end of document], right-padded with IGNORE."""
-    rows = [[tokenizer.eod_id, *ids, tokenizer.eod_id] for ids in tokenizer.encode_batch(texts)]
-    tokens = torch.full((len(rows), max(map(len, rows))), IGNORE, dtype=torch.int64)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return {"tokens": tokens, "token_bytes": tokenizer.token_bytes()[tokens.clamp(min=0)]}
+    return tokenizer.batch([[tokenizer.eod_id, *ids, tokenizer.eod_id] for ids in tokenizer.encode_batch(texts)])
+
+
+def test_batch_pads_with_ignore_and_counts_the_bytes_of_real_tokens_only(tokenizer):
+    inputs = batch(tokenizer, TEXTS)
+    lengths = [len(tokenizer.encode(t)) + 2 for t in TEXTS]
+    assert inputs["tokens"].shape == (2, max(lengths))
+    assert (inputs["tokens"][1, lengths[1] :] == IGNORE).all() and (inputs["token_bytes"][1, lengths[1] :] == 0).all()
+    assert [int(inputs["token_bytes"][i].sum()) for i in range(2)] == [len(t.encode()) for t in TEXTS]
 
 
 def test_forward_counts_every_byte_of_the_documents_and_predicts_end_of_document(tokenizer):
@@ -115,3 +121,22 @@ def test_export_refuses_a_tokenizer_bigger_than_the_vocabulary(tokenizer, tmp_pa
     with pytest.raises(ValueError, match="tokenizer has 300 ids but the model embeds 100"):
         save_baseline_export(small.state_dict(), small.config, tokenizer, str(tmp_path / "export"))
     assert not (tmp_path / "export").exists()
+
+
+def test_generation_continues_a_memorised_text_and_stops_at_the_word_budget(tokenizer, tmp_path, capsys):
+    model = tiny(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    inputs = batch(tokenizer, TEXTS[:1])
+    for _ in range(80):
+        optimizer.zero_grad()
+        model(**inputs).loss.backward()
+        optimizer.step()
+    greedy = SamplingConfig(max_words=4)
+    assert generate_baseline_text(model, tokenizer, "The quick", greedy) == " brown fox jumps over"
+    sampled = SamplingConfig(max_words=6, temperature=1.5, seed=3)
+    assert generate_baseline_text(model, tokenizer, "Быстрая", sampled) == generate_baseline_text(
+        model, tokenizer, "Быстрая", sampled
+    )
+    url = save_baseline_export(model.state_dict(), model.config, tokenizer, str(tmp_path / "export"))
+    main(["generate", "--checkpoint", url, "--prompt", "The quick", "--max-words", "2"])
+    assert capsys.readouterr().out == "The quick brown fox\n"
