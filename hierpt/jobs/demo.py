@@ -55,7 +55,8 @@ def run_demo(config: DemoConfig) -> dict:
     write_sample_corpus(corpus, train_bytes=config.train_kb_per_language * 1000, eval_bytes=10_000)
     heldout = corpus / "heldout.jsonl"  # all languages, the held-back one included: it shows what was not seen
 
-    if not ray.is_initialized():
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
         ray.init()  # worker output (the training progress) shows here
 
     model = HATConfig.from_name(config.preset)
@@ -84,6 +85,8 @@ def run_demo(config: DemoConfig) -> dict:
         export_to=str(workdir / "export"),
     )
     summary = train(job)
+    if owns_ray:
+        ray.shutdown()  # flushes the workers' last log lines now, so the result printed below comes last
     evaluation = evaluate_checkpoint(summary["export_path"], str(heldout))
     sampling = SamplingConfig(max_words=20, temperature=0.8, top_p=0.95)  # greedy loops on a model this small
     sample = generate_text(load_export(summary["export_path"]), config.prompt, sampling)
