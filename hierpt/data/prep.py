@@ -117,7 +117,7 @@ def _prepare(
     planned = time.monotonic()
     token_shards = None
     if tokens is not None:
-        tokenizer = given_tokenizer or _trained_tokenizer(recipe, tokens, plan, output_url)
+        tokenizer = given_tokenizer or _trained_tokenizer(recipe, tokens, plan, output_url, workers)
         token_shards = TokenShards(
             tokenizer=TOKENIZER,
             tokenizer_sha256=tokenizer.sha256(),
@@ -357,22 +357,29 @@ def _uniform(seed: int, copy: int, doc_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _trained_tokenizer(recipe: Recipe, tokens: TokenShardSpec, plan: dict, output_url: str) -> BPETokenizer:
+def _trained_tokenizer(
+    recipe: Recipe, tokens: TokenShardSpec, plan: dict, output_url: str, workers: int
+) -> BPETokenizer:
     """Train on a seeded sample of the kept documents (about `train_bytes`), or reuse the tokenizer an
     interrupted run of this recipe already trained (BPE training is not guaranteed to repeat bit for bit)."""
     fs, root = _output_fs(output_url)
     if fs.exists(f"{root}/{TOKENIZER}"):
         return BPETokenizer.load(f"{output_url}/{TOKENIZER}")
-    texts = _tokenizer_sample(recipe, plan, output_url, tokens.train_bytes)
     started = time.monotonic()
+    texts = _tokenizer_sample(recipe, plan, output_url, tokens.train_bytes, workers)
+    sampled = time.monotonic()
     tokenizer = BPETokenizer.train(texts, tokens.vocab_size, tokens.min_frequency)
     tokenizer.save(f"{output_url}/{TOKENIZER}")
-    _log(f"prep: trained a {tokenizer.vocab_size}-id BPE tokenizer in {time.monotonic() - started:.1f}s")
+    _log(
+        f"prep: sampled {sum(len(t.encode()) for t in texts) / 1e6:,.1f} MB of text in {sampled - started:.1f}s, "
+        f"trained a {tokenizer.vocab_size}-id BPE tokenizer in {time.monotonic() - sampled:.1f}s"
+    )
     return tokenizer
 
 
-def _tokenizer_sample(recipe: Recipe, plan: dict, output_url: str, train_bytes: int):
-    """Texts of the distinct planned documents, each kept with probability train_bytes / total bytes."""
+def _tokenizer_sample(recipe: Recipe, plan: dict, output_url: str, train_bytes: int, workers: int) -> list[str]:
+    """Texts of the distinct planned documents, each kept with probability train_bytes / total bytes (a hash
+    of seed and document id). One Ray task per part reads and samples; texts come back in part order."""
     fs, root = _output_fs(output_url)
     rows_by_key: dict[str, set[int]] = {}
     for segments in plan.values():
@@ -384,13 +391,26 @@ def _tokenizer_sample(recipe: Recipe, plan: dict, output_url: str, train_bytes: 
             sizes = pq.read_table(f, columns=["bytes"]).column("bytes").to_numpy()
         total += int(sizes[sorted(rows)].sum())
     fraction = min(1.0, train_bytes / max(total, 1))
-    for key, rows in rows_by_key.items():
-        with fs.open(f"{root}/{WORK}/parts/{key}.parquet") as f:
-            part = pq.read_table(f, columns=["doc_id", "words"])
-        doc_ids, words = part.column("doc_id").to_pylist(), part.column("words")
-        for row in sorted(rows):
-            if fraction >= 1.0 or _uniform(recipe.seed, -1, doc_ids[row]) < fraction:
-                yield join_words(words[row].as_py())
+    items = [
+        {"output": output_url, "key": key, "rows": sorted(rows), "fraction": fraction, "seed": recipe.seed}
+        for key, rows in rows_by_key.items()
+    ]
+    by_key = {result["key"]: result["texts"] for result in _map(items, _sample_parts, workers)}
+    return [text for key in rows_by_key for text in by_key[key]]
+
+
+def _sample_parts(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"result": np.array([json.dumps(_sample_part(json.loads(i))) for i in batch["item"]], dtype=object)}
+
+
+def _sample_part(item: dict) -> dict:
+    """The tokenizer-training texts of one part (runs in a Ray task)."""
+    fs, root = fsspec.core.url_to_fs(item["output"])
+    with fs.open(f"{root}/{WORK}/parts/{item['key']}.parquet") as f:
+        part = pq.read_table(f, columns=["doc_id", "words"])
+    doc_ids, words = part.column("doc_id").to_pylist(), part.column("words")
+    chosen = [r for r in item["rows"] if item["fraction"] >= 1.0 or _uniform(item["seed"], -1, doc_ids[r]) < item["fraction"]]
+    return {"key": item["key"], "texts": [join_words(words[r].as_py()) for r in chosen]}
 
 
 def _run_languages(

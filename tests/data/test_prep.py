@@ -247,6 +247,15 @@ def test_token_shards_reuse_a_tokenizer_and_the_output_claim_covers_token_settin
         TokenShardSpec(seq_tokens=40, vocab_size=300, tokenizer=tokenizer)
 
 
+def test_the_tokenizer_sample_is_seeded_per_document_whatever_the_workers(messy, messy_tokens, tmp_path):
+    root, recipe, _ = messy
+    small = TokenShardSpec(seq_tokens=40, vocab_size=300, train_bytes=600)  # a few documents of ~2 kB
+    one, two = (prepare(recipe, str(tmp_path / f"w{w}"), workers=w, tokens=small) for w in (1, 2))
+    assert one.tokens.tokenizer_sha256 == two.tokens.tokenizer_sha256 != messy_tokens.tokens.tokenizer_sha256
+    assert one.tokens.tokens != messy_tokens.tokens.tokens  # another vocabulary, the same documents
+    assert one.languages == messy_tokens.languages
+
+
 def test_mixture_weights_repeat_and_sample_documents_from_the_seed(tmp_path, ray_local):
     for lang in ("en", "de"):
         (tmp_path / lang).mkdir()
