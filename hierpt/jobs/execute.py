@@ -71,16 +71,20 @@ def as_train_job(spec: PretrainJob | ContinuedPretrainJob) -> TrainJob:
 
 
 def resolve_export(source: str, export_to: str) -> str:
-    """An export directory as it is; a run or checkpoint directory exported once to `export_to`."""
-    from hierpt.model.export import CONFIG
+    """An export directory as it is; a run or checkpoint directory exported to `export_to`, unless an export
+    of that very checkpoint (a run: its latest) is already there."""
+    from hierpt.model.export import CONFIG, read_export_document
     from hierpt.train import checkpoint
 
     fs, root = fsspec.core.url_to_fs(source)
     if fs.exists(f"{root}/{CONFIG}"):
         return source
+    resolved = checkpoint.resolve(source)
     target_fs, target_root = fsspec.core.url_to_fs(export_to)
-    if not target_fs.exists(f"{target_root}/{CONFIG}"):
-        checkpoint.export(checkpoint.resolve(source), export_to)
+    if target_fs.exists(f"{target_root}/{CONFIG}"):
+        if read_export_document(export_to).get("hierpt", {}).get("source_checkpoint") == resolved.path:
+            return export_to
+    checkpoint.export(resolved, export_to)
     return export_to
 
 
@@ -120,7 +124,7 @@ def _checkpoint_url(ckpt) -> str:
 def evaluate_checkpoints(spec: EvalJob) -> dict:
     """Export and evaluate each target checkpoint; one results file per checkpoint, written when complete.
 
-    A checkpoint whose results file exists is not evaluated again.
+    A checkpoint whose results file holds its evaluation on the same text is not evaluated again.
     """
     from hierpt.eval.evaluate import evaluate_checkpoint
     from hierpt.eval.perturb import PERTURBATIONS
@@ -139,7 +143,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     for step, source in targets:
         name = "result" if step is None else f"step-{step:08d}"
         url = f"{spec.output}/{name}.json"
-        if fs.exists(f"{root}/{name}.json"):
+        if _evaluated(fs, f"{root}/{name}.json", source, spec.text):
             written.append(url)
             continue
         export_path = resolve_export(source, f"{spec.output}/{name}-export")
@@ -148,12 +152,21 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
         model, tokenizer = load_any_export(export_path)
         sampling = SamplingConfig(max_words=24)
         result["samples"] = {p: p + continue_text(model, tokenizer, p, sampling) for p in spec.prompts}
-        result["step"] = step
+        result["step"], result["source"] = step, source
         with fsspec.open(f"{url}.partial", "w") as f:  # renamed when complete: a results file is never partial
             json.dump(result, f, indent=2)
         fs.mv(f"{root}/{name}.json.partial", f"{root}/{name}.json")
         written.append(url)
     return {"results": written}
+
+
+def _evaluated(fs, path: str, source: str, text: str) -> bool:
+    """Whether `path` holds the result of evaluating `source` on `text` (another one is recomputed)."""
+    if not fs.exists(path):
+        return False
+    with fs.open(path) as f:
+        previous = json.load(f)
+    return previous.get("source") == source and previous.get("text") == text
 
 
 OWN_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, AssertionError)

@@ -91,3 +91,11 @@ def test_an_experiment_runs_its_stages_and_compares_and_a_rerun_redoes_nothing(r
     second = execute(spec)
     assert [s for s in second["stages"] if "final_loss" in s] == trained
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/evals/*.json")} == results
+
+    # the same output evaluated on other text is recomputed, not taken from the earlier results
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"text": "Ein ganz anderer Text.", "lang": "de"}) + "\n")
+    stage = next(s for s in spec.jobs() if s.kind == "eval")
+    execute(stage.model_copy(update={"text": str(other)}))
+    for path in (tmp_path / "runs" / "hat" / "evals").glob("step-*.json"):
+        assert json.loads(path.read_text())["text"] == str(other)
