@@ -15,18 +15,16 @@ import json
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.fixtures.shards
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--documents", type=int, default=600)
+    parser.add_argument("--train-kb", type=int, default=20, help="sample-corpus text per language (8 languages)")
     args = parser.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,16 +34,19 @@ def main() -> None:
     import deepspeed
 
     from hierpt.data.loader import DeterministicLoader, LoaderState, word_batch
+    from hierpt.data.prep import prepare
+    from hierpt.data.sample_corpus import sample_recipe, write_sample_corpus
     from hierpt.model.hat import HATConfig
     from hierpt.train.config import TrainJob
     from hierpt.train.loop import build_engine
-    from tests.fixtures.shards import sample_documents, write_shard_set
 
-    deepspeed.init_distributed("gloo")
     tiny = HATConfig.from_name("tiny")
     root = tempfile.mkdtemp(prefix="hierpt-bench-resume-")
-    manifest = write_shard_set(f"{root}/shards", sample_documents(args.documents), tiny.seq_words, tiny.max_word_bytes,
-                               rows_per_file=256, row_group_size=64)  # fmt: skip
+    write_sample_corpus(f"{root}/corpus", train_bytes=args.train_kb * 1000)
+    recipe = sample_recipe(f"{root}/corpus", seq_words=tiny.seq_words, max_word_bytes=tiny.max_word_bytes,
+                           rows_per_shard=256)  # fmt: skip
+    manifest = prepare(recipe, f"{root}/shards", workers=2)  # on a local Ray it starts and stops
+    deepspeed.init_distributed("gloo")
     job = TrainJob(name="bench", storage=f"{root}/runs", data={"shards": f"{root}/shards"}, steps=10,
                    global_batch=8, micro_batch=2, zero_stage=2)  # fmt: skip
 

@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.fixtures.shards
 
 
 def main() -> None:
@@ -29,20 +27,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--global-batch", type=int, default=4)
+    parser.add_argument("--train-kb", type=int, default=20, help="sample-corpus text per language (8 languages)")
     args = parser.parse_args()
 
     import ray
 
+    from hierpt.data.prep import prepare
+    from hierpt.data.sample_corpus import sample_recipe, write_sample_corpus
     from hierpt.model.hat import HATConfig
     from hierpt.train.config import CheckpointSpec, TrainJob
     from hierpt.train.run import train
-    from tests.fixtures.shards import sample_documents, write_shard_set
 
     small = HATConfig.from_name("small")
     root = Path(tempfile.mkdtemp(prefix="hierpt-bench-throughput-"))
-    write_shard_set(str(root / "shards"), sample_documents(400), small.seq_words, small.max_word_bytes,
-                    rows_per_file=128, row_group_size=32)  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(root / "ray"), log_to_driver=False)
+    write_sample_corpus(root / "corpus", train_bytes=args.train_kb * 1000)
+    recipe = sample_recipe(root / "corpus", seq_words=small.seq_words, max_word_bytes=small.max_word_bytes,
+                           rows_per_shard=128)  # fmt: skip
+    prepare(recipe, str(root / "shards"), workers=2)
 
     def run(workers: int) -> tuple[list[float], list[float]]:
         """Step seconds of plain steps and of steps that follow a checkpoint, from rank 0's trace."""

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from hierpt.data.recipe import Recipe, Source
+
 LANGUAGES = ("en", "de", "ru", "el", "ar", "zh", "hi", "fi")
 HELD_BACK = ("fi",)
 SPLITS = ("train", "eval")
@@ -161,3 +163,9 @@ def write_sample_corpus(
     heldout = Path(out_dir) / "heldout.jsonl"
     heldout.write_bytes(b"".join(p.read_bytes() for p in written if p.parent.parent.name == "eval"))
     return [*written, heldout]
+
+
+def sample_recipe(out_dir: str | Path, languages: tuple[str, ...] = LANGUAGES, **fields) -> Recipe:
+    """A prep recipe over `write_sample_corpus` output: one source per language's train/ directory."""
+    sources = [Source(url=str(Path(out_dir) / "train" / lang), lang=lang) for lang in languages]
+    return Recipe(sources=sources, **fields)

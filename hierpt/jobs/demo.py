@@ -13,28 +13,35 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-HELD_BACK = ("fi",)  # kept out of pretraining, for continued-pretraining experiments (jobs/)
-
 
 class DemoConfig(BaseModel):
+    """Checkpoints every quarter of the run; the injected SIGKILL of the last worker falls 3/8 into it (between
+    the first and second checkpoint: 45 of 120 steps), whatever `steps` is."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     workdir: str = "runs/demo"
     preset: str = "tiny"
     workers: int = Field(2, ge=1)
-    steps: int = Field(120, ge=2)
+    steps: int = Field(120, ge=8)
     global_batch: int = Field(8, ge=1)
-    checkpoint_every: int = Field(30, ge=1)
-    kill_at_step: int | None = 45  # SIGKILL of rank 1's worker process; None = no fault
+    kill: bool = True
     train_kb_per_language: int = Field(150, ge=1)
     prompt: str = "The"
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.steps // 4
+
+    @property
+    def kill_at_step(self) -> int:
+        return 3 * self.steps // 8
 
 
 def run_demo(config: DemoConfig) -> dict:
     import ray
 
     from hierpt.data.prep import prepare
-    from hierpt.data.recipe import Recipe, Source
-    from hierpt.data.sample_corpus import LANGUAGES, write_sample_corpus
+    from hierpt.data.sample_corpus import HELD_BACK, LANGUAGES, sample_recipe, write_sample_corpus
     from hierpt.eval.evaluate import evaluate_checkpoint
     from hierpt.model.export import load_export
     from hierpt.model.generate import SamplingConfig, generate_text
@@ -51,7 +58,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     workdir = Path(config.workdir).resolve()
     corpus = workdir / "corpus"
-    languages = [lang for lang in LANGUAGES if lang not in HELD_BACK]
+    languages = tuple(lang for lang in LANGUAGES if lang not in HELD_BACK)  # fi: for continued pretraining
     write_sample_corpus(corpus, train_bytes=config.train_kb_per_language * 1000, eval_bytes=10_000)
     heldout = corpus / "heldout.jsonl"  # all languages, the held-back one included: it shows what was not seen
 
@@ -60,11 +67,7 @@ def run_demo(config: DemoConfig) -> dict:
         ray.init()  # worker output (the training progress) shows here
 
     model = HATConfig.from_name(config.preset)
-    recipe = Recipe(
-        sources=[Source(url=str(corpus / "train" / lang), lang=lang) for lang in languages],
-        max_word_bytes=model.max_word_bytes,
-        seq_words=model.seq_words,
-    )
+    recipe = sample_recipe(corpus, languages, max_word_bytes=model.max_word_bytes, seq_words=model.seq_words)
     shards = str(workdir / "shards")
     manifest = prepare(recipe, shards, workers=config.workers)
 
@@ -81,7 +84,7 @@ def run_demo(config: DemoConfig) -> dict:
         num_workers=config.workers,
         checkpoint=CheckpointSpec(every=config.checkpoint_every, keep_last=2),
         log_every=10,  # Ray reports (a barrier across workers) every 10 steps; the progress bar shows every step
-        faults=[] if config.kill_at_step is None else [FaultSpec(kill_rank=config.workers - 1, at_step=config.kill_at_step)],
+        faults=[FaultSpec(kill_rank=config.workers - 1, at_step=config.kill_at_step)] if config.kill else [],
         export_to=str(workdir / "export"),
     )
     summary = train(job)
