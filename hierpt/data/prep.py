@@ -409,7 +409,8 @@ def _sample_part(item: dict) -> dict:
     with fs.open(f"{root}/{WORK}/parts/{item['key']}.parquet") as f:
         part = pq.read_table(f, columns=["doc_id", "words"])
     doc_ids, words = part.column("doc_id").to_pylist(), part.column("words")
-    chosen = [r for r in item["rows"] if item["fraction"] >= 1.0 or _uniform(item["seed"], -1, doc_ids[r]) < item["fraction"]]
+    fraction = item["fraction"]
+    chosen = [r for r in item["rows"] if fraction >= 1.0 or _uniform(item["seed"], -1, doc_ids[r]) < fraction]
     return {"key": item["key"], "texts": [join_words(words[r].as_py()) for r in chosen]}
 
 

@@ -57,9 +57,8 @@ def load_side(path: str) -> Side:
     else:
         metrics = []
     if not result and not metrics:
-        raise ValueError(
-            f"{path}: a directory needs {EVAL_FILE}, step-*.json evaluations, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
-        )
+        needs = f"{EVAL_FILE}, step-*.json evaluations, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
+        raise ValueError(f"{path}: a directory needs {needs}")
     return Side(location.name, result, metrics, series)
 
 

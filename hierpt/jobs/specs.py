@@ -111,8 +111,9 @@ class ContinuedPretrainJob(Submission, TrainJob):
 class EvalJob(Submission):
     """Evaluate one checkpoint (`checkpoint`) or the committed checkpoints of a run (`run`).
 
-    Results already in `output` (same checkpoint, same text) are kept, so a rerun evaluates only new checkpoints. `init_from` (for a
-    continued run: where it started) is evaluated as step 0, the reference for forgetting in `hierpt compare`.
+    Results already in `output` (same checkpoint, same text) are kept, so a rerun evaluates only new
+    checkpoints. `init_from` (for a continued run: where it started) is evaluated as step 0, the reference for
+    forgetting in `hierpt compare`.
     """
 
     kind: Literal["eval"]

@@ -37,7 +37,9 @@ def train_worker(config: dict) -> None:
         if initial is not None and tokenizer is not None:
             initial_tokenizer = BPETokenizer.load(str(initial.directory / checkpoint.TOKENIZER))
             if initial_tokenizer.sha256() != tokenizer.sha256():
-                raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} has another tokenizer than the shards")
+                raise ValueError(
+                    f"init_from_checkpoint {job.init_from_checkpoint} has another tokenizer than data.shards"
+                )
         restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
         engine = build_engine(job, model, world_size, checkpoint.needs_universal(restore, world_size))
