@@ -19,6 +19,7 @@ location to one recipe (and token settings): another recipe's output is refused 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -233,7 +234,8 @@ def _claim_output(content: dict, output_url: str) -> Manifest | None:
 
 
 def _map(items: list[dict], fn, workers: int):
-    """Run `fn` over JSON work items as Ray Data tasks (one item per block, at most `workers` at once).
+    """Run `fn` (item dict -> result dict) over JSON work items as Ray Data tasks (one item per block, at most
+    `workers` at once); yields the results.
 
     The driver's object-store settings (FORWARDED_ENV) go with the tasks, so workers on any node read and write
     where the driver checked it could.
@@ -245,9 +247,16 @@ def _map(items: list[dict], fn, workers: int):
     pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     runtime_env = {"env_vars": env} if env else None
-    mapped = dataset.map_batches(fn, batch_size=1, num_cpus=1, compute=pool, runtime_env=runtime_env)
+    mapped = dataset.map_batches(
+        functools.partial(_apply, fn), batch_size=1, num_cpus=1, compute=pool, runtime_env=runtime_env
+    )
     for row in mapped.iter_rows():
         yield json.loads(row["result"])
+
+
+def _apply(fn, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A `_map` task: `fn` on each JSON item of the batch, the results as JSON."""
+    return {"result": np.array([json.dumps(fn(json.loads(i))) for i in batch["item"]], dtype=object)}
 
 
 def _run_files(recipe: Recipe, inputs: list[InputFile], keys: list[str], output_url: str, workers: int):
@@ -281,7 +290,7 @@ def _run_files(recipe: Recipe, inputs: list[InputFile], keys: list[str], output_
         for f, k in todo
     ]
     start, docs, text_bytes, last = time.monotonic(), 0, 0, 0.0
-    for n, result in enumerate(_map(items, _prepare_files, workers), 1):
+    for n, result in enumerate(_map(items, write_part, workers), 1):
         file_result = FileResult.model_validate(result)
         results[file_result.key] = file_result
         docs += file_result.docs
@@ -294,10 +303,6 @@ def _run_files(recipe: Recipe, inputs: list[InputFile], keys: list[str], output_
                 f"{text_bytes / 1e6 / max(elapsed, 1e-9):,.1f} MB/s"
             )
     return results
-
-
-def _prepare_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"result": np.array([json.dumps(write_part(json.loads(i))) for i in batch["item"]], dtype=object)}
 
 
 def _plan(recipe: Recipe, inputs: list[InputFile], keys: list[str], output_url: str):
@@ -395,12 +400,8 @@ def _tokenizer_sample(recipe: Recipe, plan: dict, output_url: str, train_bytes: 
         {"output": output_url, "key": key, "rows": sorted(rows), "fraction": fraction, "seed": recipe.seed}
         for key, rows in rows_by_key.items()
     ]
-    by_key = {result["key"]: result["texts"] for result in _map(items, _sample_parts, workers)}
+    by_key = {result["key"]: result["texts"] for result in _map(items, _sample_part, workers)}
     return [text for key in rows_by_key for text in by_key[key]]
-
-
-def _sample_parts(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"result": np.array([json.dumps(_sample_part(json.loads(i))) for i in batch["item"]], dtype=object)}
 
 
 def _sample_part(item: dict) -> dict:
@@ -434,13 +435,9 @@ def _run_languages(
         }
         for lang, segments in plan.items()
     ]
-    by_lang = {r["lang"]: r for r in _map(items, _write_languages, workers)}
+    by_lang = {r["lang"]: r for r in _map(items, _write_language, workers)}
     files = [ShardFile(path=path, rows=rows) for lang in plan for path, rows in by_lang[lang]["files"]]
     return files, {lang: by_lang[lang]["tokens"] for lang in plan}
-
-
-def _write_languages(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"result": np.array([json.dumps(_write_language(json.loads(i))) for i in batch["item"]], dtype=object)}
 
 
 def _write_language(item: dict) -> dict:
