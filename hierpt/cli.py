@@ -9,13 +9,10 @@ import sys
 
 
 def _model_info(args: argparse.Namespace) -> None:
-    import torch
-
     from hierpt.model.family import FAMILIES
 
     family = FAMILIES[args.family]
-    with torch.device("meta"):  # shapes and counts without allocating a 7B model
-        counts = family.model_type(family.config_type.from_name(args.preset)).num_params()
+    counts = family.build_meta(family.config_type.from_name(args.preset)).num_params()
     if args.json:
         print(json.dumps(counts))
         return

@@ -16,7 +16,7 @@ from torch import nn
 
 from hierpt.data.bpe import BPETokenizer
 from hierpt.model import baseline, hat
-from hierpt.model.export import read_export_document
+from hierpt.model.export import load_export
 
 FamilyName = Literal["hat", "baseline"]
 
@@ -27,7 +27,8 @@ class Family:
     unit: Literal["words", "tokens"]  # what a shard row holds and the model predicts one at a time
     config_type: type
     model_type: type[nn.Module]
-    _flops_per_unit: Callable[[object, float], float]
+    flops_per_unit: Callable[[object, float], float]  # training FLOPs per word or token, for MFU
+    build_meta: Callable[[object], nn.Module]  # the model on the meta device: shapes and counts, no weights
 
     def config(self, preset: str, overrides: dict | None = None):
         """A preset with field overrides (nested configs merge); unknown fields are named in the error."""
@@ -40,16 +41,13 @@ class Family:
             base[key] = {**base[key], **value} if isinstance(base[key], dict) else value
         return self.config_type.from_dict(base)
 
-    def flops_per_unit(self, config, bytes_per_unit: float) -> float:
-        """Training FLOPs per word (HAT) or per token (baseline), for MFU."""
-        return self._flops_per_unit(config, bytes_per_unit)
-
 
 FAMILIES: dict[str, Family] = {
-    "hat": Family("hat", "words", hat.HATConfig, hat.HAT, hat.flops_per_word),
+    "hat": Family("hat", "words", hat.HATConfig, hat.HAT, hat.flops_per_word, hat.build_meta),
     "baseline": Family(
-        "baseline", "tokens", baseline.BaselineConfig, baseline.Baseline, lambda c, _: baseline.flops_per_token(c)
-    ),
+        "baseline", "tokens", baseline.BaselineConfig, baseline.Baseline,
+        lambda config, _: baseline.flops_per_token(config), baseline.build_meta,
+    ),  # fmt: skip
 }
 
 
@@ -57,14 +55,8 @@ def family_of(config) -> Family:
     return next(f for f in FAMILIES.values() if isinstance(config, f.config_type))
 
 
-def export_family(url: str) -> Family:
-    return FAMILIES[read_export_document(url).get("hierpt", {}).get("model_kind", "hat")]
-
-
 def load_any_export(url: str, device: str | torch.device = "cpu") -> tuple[nn.Module, BPETokenizer | None]:
     """A HAT export (tokenizer None) or a baseline export with its tokenizer."""
-    if export_family(url).name == "baseline":
+    if baseline.is_baseline_export(url):
         return baseline.load_baseline_export(url, device)
-    from hierpt.model.export import load_export
-
     return load_export(url, device), None

@@ -212,8 +212,16 @@ class HATOutput(NamedTuple):
         return self.words
 
 
+# The paper's Table 2 split: each projection belongs to the byte module on its side.
+MODULE_GROUPS = {
+    "encoder": ("encoder_embed", "encoder", "encoder_to_backbone"),
+    "backbone": ("backbone",),
+    "decoder": ("backbone_to_decoder", "decoder_embed", "decoder", "lm_head"),
+}
+
+
 class HAT(nn.Module):
-    module_groups: dict[str, tuple[str, ...]]  # set below: what `freeze` names
+    module_groups = MODULE_GROUPS  # what `freeze` names
 
     def __init__(self, config: HATConfig):
         super().__init__()
@@ -352,17 +360,6 @@ def end_of_word_targets(word_bytes: torch.Tensor, lengths: torch.Tensor) -> torc
     targets[positions[None, :] > lengths[:, None]] = IGNORE
     targets[is_doc_end, 1] = IGNORE
     return targets.long()
-
-
-# The paper's Table 2 split: each projection belongs to the byte module on its side.
-MODULE_GROUPS = {
-    "encoder": ("encoder_embed", "encoder", "encoder_to_backbone"),
-    "backbone": ("backbone",),
-    "decoder": ("backbone_to_decoder", "decoder_embed", "decoder", "lm_head"),
-}
-
-
-HAT.module_groups = MODULE_GROUPS
 
 
 def group_parameters(model: nn.Module, group: str) -> list[nn.Parameter]:

@@ -11,7 +11,7 @@ import torch
 
 from hierpt.data.bpe import BPETokenizer
 from hierpt.data.loader import Collate, DeterministicLoader, word_batch
-from hierpt.data.shards import read_manifest
+from hierpt.data.shards import Manifest, read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
@@ -35,11 +35,8 @@ def train_worker(config: dict) -> None:
         if initial is not None and initial.state.model != model_config.to_dict():
             raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
         if initial is not None and tokenizer is not None:
-            initial_tokenizer = BPETokenizer.load(str(initial.directory / checkpoint.TOKENIZER))
-            if initial_tokenizer.sha256() != tokenizer.sha256():
-                raise ValueError(
-                    f"init_from_checkpoint {job.init_from_checkpoint} has another tokenizer than data.shards"
-                )
+            found = BPETokenizer.load(str(initial.directory / checkpoint.TOKENIZER))
+            check_same_tokenizer(found, f"init_from_checkpoint {job.init_from_checkpoint}", tokenizer)
         restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
         engine = build_engine(job, model, world_size, checkpoint.needs_universal(restore, world_size))
@@ -86,13 +83,20 @@ def train_worker(config: dict) -> None:
 
 
 def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
-    """Check that the shard set fits the model; how its rows become model inputs, and the baseline's tokenizer.
+    """How the shard set's rows become model inputs (after checking they fit the model), and the baseline's
+    tokenizer."""
+    manifest = read_manifest(job.data.shards)
+    check_shards_fit_model(job, model_config, manifest)
+    if manifest.tokens is None:
+        return word_batch(model_config.max_word_bytes), None
+    tokenizer = BPETokenizer.load(f"{job.data.shards.rstrip('/')}/{manifest.tokens.tokenizer}")
+    return partial(tokenizer.batch, token_bytes=tokenizer.token_bytes()), tokenizer
 
-    The HAT reads word shards cut to its seq_words and max_word_bytes; the baseline reads token shards of its
-    seq_tokens, with a vocabulary that fits its embedding.
-    """
+
+def check_shards_fit_model(job: TrainJob, model_config, manifest: Manifest) -> None:
+    """The HAT reads word shards cut to its seq_words and max_word_bytes; the baseline reads token shards of
+    its seq_tokens, with a vocabulary that fits its embedding."""
     url = job.data.shards
-    manifest = read_manifest(url)
     if (manifest.tokens is not None) != (job.model.family == "baseline"):
         held, needed = ("BPE token", "word") if manifest.tokens is not None else ("word", "BPE token")
         raise ValueError(
@@ -114,10 +118,15 @@ def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | N
                 f"model {field}={getattr(model_config, field)} but the shards {url} were prepared with "
                 f"{field}={prepared}: set model.overrides.{field} or re-run prep"
             )
-    if manifest.tokens is None:
-        return word_batch(model_config.max_word_bytes), None
-    tokenizer = BPETokenizer.load(f"{url.rstrip('/')}/{manifest.tokens.tokenizer}")
-    return partial(tokenizer.batch, token_bytes=tokenizer.token_bytes()), tokenizer
+
+
+def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokenizer) -> None:
+    """A baseline continued from `source` must keep the shards' vocabulary: the same id must mean the same bytes."""
+    if found.sha256() != tokenizer.sha256():
+        raise ValueError(
+            f"{source} was trained with another tokenizer than data.shards: prepare the shards with "
+            "`tokens.tokenizer` set to its tokenizer.json"
+        )
 
 
 def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fresh_start: bool) -> torch.nn.Module:
@@ -126,18 +135,15 @@ def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fre
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
         model = job.model.build()
     else:
-        from hierpt.model.family import export_family, load_any_export
+        from hierpt.model.family import load_any_export
 
-        if export_family(job.init_from).name != job.model.family:
-            raise ValueError(f"init_from {job.init_from} is not a {job.model.family} export (model.family)")
         model, exported_tokenizer = load_any_export(job.init_from)
+        if not isinstance(model, job.model.definition.model_type):
+            raise ValueError(f"init_from {job.init_from} is not a {job.model.family} export (model.family)")
         if model.config != model_config:
             raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
-        if tokenizer is not None and exported_tokenizer.sha256() != tokenizer.sha256():
-            raise ValueError(
-                f"init_from {job.init_from} was trained with another tokenizer than the shards {job.data.shards}: "
-                "prepare them with `tokens.tokenizer` set to the export's tokenizer.json"
-            )
+        if tokenizer is not None:
+            check_same_tokenizer(exported_tokenizer, f"init_from {job.init_from}", tokenizer)
     for group in job.freeze:
         for parameter in group_parameters(model, group):
             parameter.requires_grad_(False)

@@ -21,10 +21,10 @@ def train(job: TrainJob) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from hierpt.train.loop import shard_inputs, train_worker
+    from hierpt.train.loop import check_shards_fit_model, train_worker
 
     manifest = read_manifest(job.data.shards)
-    shard_inputs(job, job.model.build_config())  # shards that do not fit the model: refused before workers start
+    check_shards_fit_model(job, job.model.build_config(), manifest)  # refused before any worker starts
     previous = check_previous_run(job, manifest.fingerprint)
     if previous is not None and previous.step >= job.steps:
         print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)

@@ -21,9 +21,10 @@ from hierpt.model.hat import HAT
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
 from hierpt.train.run import train
+from tests.train.conftest import TOKEN_SEQ
 
 GLOBAL_BATCH = 4
-TOKEN_SEQ = 48  # conftest.token_shards
+
 
 pytestmark = pytest.mark.integration
 
