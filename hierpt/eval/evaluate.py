@@ -28,8 +28,8 @@ import torch
 from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.metrics import ScoreSums, compression, relative_increase
 from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
-from hierpt.model.baseline import Baseline, is_baseline_export, load_baseline_export
-from hierpt.model.export import load_export
+from hierpt.model.baseline import Baseline
+from hierpt.model.family import load_any_export
 from hierpt.model.hat import HAT, IGNORE
 from hierpt.splitting import (
     DEFAULT_MAX_WORD_BYTES,
@@ -216,19 +216,31 @@ def evaluate_checkpoint(
     device: str = "cpu",
     perturbations: Sequence[str] = PERTURBATIONS,
 ) -> dict:
-    """`evaluate` for an export (HAT, or baseline with its own tokenizer) on a JSONL or plain-text file.
+    """`evaluate` for an export (HAT, or baseline with its own tokenizer) on a JSONL or plain-text file."""
+    model, own_tokenizer = load_any_export(checkpoint, device)
+    return {"checkpoint": checkpoint, **evaluate_model(model, own_tokenizer, text, seed, rate, tokenizer, perturbations)}
+
+
+def evaluate_model(
+    model: HAT | Baseline,
+    own_tokenizer: BPETokenizer | None,
+    text: str,
+    seed: int = 0,
+    rate: float = RATE,
+    tokenizer: str | None = None,
+    perturbations: Sequence[str] = PERTURBATIONS,
+) -> dict:
+    """`evaluate` for a loaded model (`family.load_any_export`: a baseline comes with its own tokenizer).
 
     `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a baseline always reports its own.
     """
     documents = read_documents(text)
-    if is_baseline_export(checkpoint):
-        model, bpe = load_baseline_export(checkpoint, device)
-        score: Scorer = functools.partial(score_baseline, model, bpe)
-        kind, max_word_bytes = "baseline", DEFAULT_MAX_WORD_BYTES
+    if own_tokenizer is not None:
+        score: Scorer = functools.partial(score_baseline, model, own_tokenizer)
+        kind, max_word_bytes, bpe = "baseline", DEFAULT_MAX_WORD_BYTES, own_tokenizer
     else:
-        model = load_export(checkpoint, device)
-        bpe = BPETokenizer.load(tokenizer) if tokenizer else None
         score = functools.partial(score_hat, model)
         kind, max_word_bytes = "hat", model.config.max_word_bytes
+        bpe = BPETokenizer.load(tokenizer) if tokenizer else None
     result = evaluate(score, documents, seed, rate, perturbations, max_word_bytes, bpe)
-    return {"checkpoint": checkpoint, "model": kind, "text": text, **result}
+    return {"model": kind, "text": text, **result}

@@ -42,7 +42,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     from hierpt.data.prep import prepare
     from hierpt.data.sample_corpus import HELD_BACK, LANGUAGES, sample_recipe, write_sample_corpus
-    from hierpt.eval.evaluate import evaluate_checkpoint
+    from hierpt.eval.evaluate import evaluate_model
     from hierpt.model.export import load_export
     from hierpt.model.generate import SamplingConfig, generate_text
     from hierpt.model.hat import HATConfig
@@ -90,9 +90,10 @@ def run_demo(config: DemoConfig) -> dict:
     summary = train(job)
     if owns_ray:
         ray.shutdown()  # flushes the workers' last log lines now, so the result printed below comes last
-    evaluation = evaluate_checkpoint(summary["export_path"], str(heldout))
+    exported = load_export(summary["export_path"])
+    evaluation = evaluate_model(exported, None, str(heldout))
     sampling = SamplingConfig(max_words=20, temperature=0.8, top_p=0.95)  # greedy loops on a model this small
-    sample = generate_text(load_export(summary["export_path"]), config.prompt, sampling)
+    sample = generate_text(exported, config.prompt, sampling)
     return {
         **summary,
         "shard_rows": manifest.total_rows,

@@ -126,7 +126,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
 
     A checkpoint whose results file holds its evaluation on the same text is not evaluated again.
     """
-    from hierpt.eval.evaluate import evaluate_checkpoint
+    from hierpt.eval.evaluate import evaluate_model
     from hierpt.eval.perturb import PERTURBATIONS
     from hierpt.model.family import load_any_export
     from hierpt.model.generate import SamplingConfig, continue_text
@@ -147,9 +147,12 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
             written.append(url)
             continue
         export_path = resolve_export(source, f"{spec.output}/{name}-export")
+        model, tokenizer = load_any_export(export_path)  # once, for the metrics and the samples
         perturbations = PERTURBATIONS if spec.robustness else ()
-        result = evaluate_checkpoint(export_path, spec.text, tokenizer=spec.tokenizer, perturbations=perturbations)
-        model, tokenizer = load_any_export(export_path)
+        result = {
+            "checkpoint": export_path,
+            **evaluate_model(model, tokenizer, spec.text, tokenizer=spec.tokenizer, perturbations=perturbations),
+        }
         sampling = SamplingConfig(max_words=24)
         result["samples"] = {p: p + continue_text(model, tokenizer, p, sampling) for p in spec.prompts}
         result["step"], result["source"] = step, source
