@@ -63,9 +63,6 @@ class TokenShards(BaseModel):
     seq_tokens: int
     tokens: dict[str, int] = Field(default_factory=dict)  # per language, end-of-document ids not counted
 
-    def bytes_per_token(self, languages: dict[str, LanguageStats]) -> float:
-        return sum(s.bytes for s in languages.values()) / max(sum(self.tokens.values()), 1)
-
 
 class Manifest(BaseModel):
     """Everything training needs to trust a shard set; `fingerprint` covers all other fields."""
@@ -89,6 +86,20 @@ class Manifest(BaseModel):
     @property
     def total_rows(self) -> int:
         return sum(f.rows for f in self.files)
+
+    @property
+    def text_bytes(self) -> int:
+        return sum(s.bytes for s in self.languages.values())
+
+    @property
+    def bytes_per_word(self) -> float:
+        """Over all languages; compute matching needs it beside `bytes_per_token`."""
+        return self.text_bytes / max(sum(s.words for s in self.languages.values()), 1)
+
+    @property
+    def bytes_per_token(self) -> float | None:
+        """Over all languages, for token shards (None for word shards)."""
+        return None if self.tokens is None else self.text_bytes / max(sum(self.tokens.tokens.values()), 1)
 
     @property
     def column(self) -> str:

@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         manifest = read_manifest(args.token_shards)
         if manifest.tokens is None:
             parser.exit(2, f"{parser.prog}: error: {args.token_shards} holds word shards, not token shards\n")
-        text_bytes = sum(s.bytes for s in manifest.languages.values())
-        bytes_per_word = text_bytes / max(sum(s.words for s in manifest.languages.values()), 1)
-        bytes_per_token = manifest.tokens.bytes_per_token(manifest.languages)
+        bytes_per_word, bytes_per_token = manifest.bytes_per_word, manifest.bytes_per_token
         vocab_size = manifest.tokens.vocab_size
     elif args.text:
         from hierpt.data.bpe import BPETokenizer

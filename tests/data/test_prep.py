@@ -214,6 +214,10 @@ def test_token_shards_hold_the_same_documents_as_the_word_shards_as_bpe_ids(mess
     tokenizer = BPETokenizer.load(str(root / "tokens" / "tokenizer.json"))
     assert messy_tokens.tokens.tokenizer_sha256 == tokenizer.sha256() and tokenizer.vocab_size == 300
     assert messy_tokens.languages == words.languages and messy_tokens.rejected == words.rejected
+    text_bytes = sum(s.bytes for s in words.languages.values())
+    assert messy_tokens.bytes_per_token == text_bytes / sum(messy_tokens.tokens.tokens.values())
+    assert words.bytes_per_word == text_bytes / sum(s.words for s in words.languages.values())
+    assert words.bytes_per_token is None
     old = json.loads((root / "out" / MANIFEST).read_text())  # word manifests written before token shards existed
     del old["tokens"]
     (tmp_path / MANIFEST).write_text(json.dumps(old))

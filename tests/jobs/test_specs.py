@@ -112,9 +112,7 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
     recipe_path.write_text(Path(token_prep.recipe).read_text())
     manifest = prepare(load_recipe(str(recipe_path)), str(tmp_path / "shards"), workers=2, tokens=token_prep.tokens)
 
-    text_bytes = sum(s.bytes for s in manifest.languages.values())
-    bytes_per_word = text_bytes / sum(s.words for s in manifest.languages.values())
-    bytes_per_token = manifest.tokens.bytes_per_token(manifest.languages)
+    bytes_per_word, bytes_per_token = manifest.bytes_per_word, manifest.bytes_per_token
     hat_config, bpe_config = hat.model.build_config(), bpe.model.build_config()
     deviation = baseline_flops_per_byte(bpe_config, bytes_per_token) / hat_flops_per_byte(hat_config, bytes_per_word)
     assert abs(deviation - 1) <= TOLERANCE
