@@ -41,24 +41,15 @@ stages:
   - {kind: prep, recipe: recipe.yaml, output: shards/tokens, tokens: {seq_tokens: 80, vocab_size: 400}}
   - kind: pretrain
     name: hat
-    storage: runs
     model: {preset: tiny, overrides: {seq_words: 64, max_word_bytes: 100}}
     data: {shards: shards/words}
-    global_batch: 4
-    micro_batch: 2
-    steps: 2
-    num_workers: 1
-    checkpoint: {every: 1, keep_last: 2}
+    <<: &train
+      {storage: runs, global_batch: 4, micro_batch: 2, steps: 2, num_workers: 1, checkpoint: {every: 1, keep_last: 2}}
   - kind: pretrain
     name: bpe
-    storage: runs
     model: {family: baseline, preset: tiny, overrides: {seq_tokens: 80, backbone: {layers: 1}}}
     data: {shards: shards/tokens}
-    global_batch: 4
-    micro_batch: 2
-    steps: 2
-    num_workers: 1
-    checkpoint: {every: 1, keep_last: 2}
+    <<: *train
   - {kind: eval, run: runs/hat, text: corpus/heldout.jsonl, output: runs/hat/evals, robustness: false}
   - {kind: eval, run: runs/bpe, text: corpus/heldout.jsonl, output: runs/bpe/evals, robustness: false}
 compare: {a: runs/hat, b: runs/bpe, output: report, targets: {de: 100.0}}
