@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -50,13 +49,10 @@ from hierpt.data.shards import (
 )
 from hierpt.data.sources import InputFile, list_inputs
 from hierpt.splitting import SPLITTER_NAME, join_words, splitter_version
+from hierpt.storage_env import storage_settings
 
 WORK = "_work"  # scratch space inside the output while a run is unfinished
 TOKENIZER = "tokenizer.json"  # of a token shard set, beside its manifest
-FORWARDED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
-)  # fmt: skip
 
 
 def prepare(
@@ -237,15 +233,15 @@ def _map(items: list[dict], fn, workers: int):
     """Run `fn` (item dict -> result dict) over JSON work items as Ray Data tasks (one item per block, at most
     `workers` at once); yields the results.
 
-    The driver's object-store settings (FORWARDED_ENV) go with the tasks, so workers on any node read and write
-    where the driver checked it could.
+    The driver's non-secret object-store settings go with the tasks (hierpt.storage_env), so workers on any node
+    read and write where the driver checked it could; credentials are the cluster's own.
     """
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=len(items))
     pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
-    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    env = storage_settings()
     runtime_env = {"env_vars": env} if env else None
     mapped = dataset.map_batches(
         functools.partial(_apply, fn), batch_size=1, num_cpus=1, compute=pool, runtime_env=runtime_env

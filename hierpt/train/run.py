@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from hierpt.data.shards import read_manifest
+from hierpt.storage_env import storage_settings
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
 
@@ -110,11 +111,11 @@ def ray_storage(storage: str) -> dict:
 
 
 def worker_env(use_gpu: bool) -> dict[str, str]:
-    """Object-store credentials and endpoints the workers need for shards and fault markers (s3fs reads env);
-    on CPU also MKL's strict reproducibility mode (results independent of memory alignment), which bit-exact
+    """Object-store settings the workers need for shards and fault markers (s3fs reads env; credentials are the
+    cluster's own, hierpt.storage_env); on CPU also MKL's strict reproducibility mode (results independent of memory alignment), which bit-exact
     resume relies on. Ray Train's print patch is off: with it, every progress line reached the driver twice
     (once through the patched logger, once through Ray's stdout forwarding)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    env = storage_settings()
     env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     if not use_gpu:
         env["MKL_CBWR"] = os.environ.get("MKL_CBWR", "AUTO,STRICT")
