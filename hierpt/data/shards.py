@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 
 import fsspec
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: bounded row groups per file, listed in `ShardFile.row_groups`
 MANIFEST = "manifest.json"
 
 SHARD_SCHEMA = pa.schema(
@@ -43,6 +46,7 @@ class ShardFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str  # relative to the manifest's directory
     rows: int
+    row_groups: list[int] = Field(default_factory=list)  # rows per Parquet row group, in order (bounded: the loader's read unit)
 
 
 class LanguageStats(BaseModel):
@@ -116,10 +120,22 @@ class Manifest(BaseModel):
         return self.model_copy(update={"fingerprint": self.compute_fingerprint()})
 
 
+def write_atomic(fs, path: str, data: bytes) -> None:
+    """Whole or not at all: an object store's single PUT, or a local temp file renamed into place, so a crash
+    never leaves a half-written manifest, ledger or claim that looks complete."""
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        temp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
 def write_manifest(url: str, manifest: Manifest) -> None:
     fs, root = fsspec.core.url_to_fs(url)
-    with fs.open(f"{root}/{MANIFEST}", "w") as f:
-        f.write(manifest.sealed().model_dump_json(indent=2))
+    write_atomic(fs, f"{root}/{MANIFEST}", manifest.sealed().model_dump_json(indent=2).encode())
 
 
 def read_manifest(url: str) -> Manifest:
@@ -128,9 +144,14 @@ def read_manifest(url: str) -> Manifest:
     if not fs.exists(path):
         raise FileNotFoundError(f"{url} holds no {MANIFEST}: not a finished shard set (run `hierpt prep` first)")
     with fs.open(path) as f:
-        manifest = Manifest.model_validate_json(f.read())
-    if manifest.schema_version != SCHEMA_VERSION:
-        raise ValueError(f"{url}: shard schema version {manifest.schema_version}, this hierpt reads {SCHEMA_VERSION}")
+        raw = json.loads(f.read())
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:  # checked before the fields: an older layout may not even parse
+        raise ValueError(
+            f"{url}: shard schema version {version}, this hierpt reads {SCHEMA_VERSION}: "
+            "re-run `hierpt prep` with this hierpt"
+        )
+    manifest = Manifest.model_validate(raw)
     if manifest.fingerprint != manifest.compute_fingerprint():
         raise ValueError(f"{url}/{MANIFEST}: fingerprint does not match its content (edited or corrupt)")
     return manifest

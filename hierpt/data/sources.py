@@ -107,10 +107,16 @@ def list_inputs(recipe: Recipe) -> list[InputFile]:
     return inputs
 
 
-def read_documents(file: InputFile, text_field: str, max_doc_bytes: int) -> Iterator[Document | Rejection]:
-    """Stream the documents of one file, never raising for bad content."""
+def read_documents(
+    file: InputFile, text_field: str, max_doc_bytes: int, byte_range: tuple[int, int] | None = None
+) -> Iterator[Document | Rejection]:
+    """Stream the documents of one file, never raising for bad content.
+
+    `byte_range` (Parquet only) reads just the row groups that start inside it, so one large Parquet file is
+    split across tasks; whole-file findings (a missing column, an unreadable footer) belong to the range at 0.
+    """
     if file.format == "parquet":
-        yield from _parquet_documents(file, text_field, max_doc_bytes)
+        yield from _parquet_documents(file, text_field, max_doc_bytes, byte_range or (0, file.size))
         return
     codec = {"jsonl.gz": "gz", "jsonl.zst": "zst"}.get(file.format)
     is_json = file.format != "txt"
@@ -221,19 +227,32 @@ def _lines(chunks: Iterator[bytes], limit: int) -> Iterator[tuple[int, bytes | N
         yield line_no + 1, None if too_long else b"".join(pending)
 
 
-def _parquet_documents(file: InputFile, text_field: str, max_doc_bytes: int) -> Iterator[Document | Rejection]:
-    row = 0
+def _parquet_documents(
+    file: InputFile, text_field: str, max_doc_bytes: int, byte_range: tuple[int, int]
+) -> Iterator[Document | Rejection]:
+    first = byte_range[0] == 0  # the range that reports whole-file findings
+    footer_read = False
     try:
         with fsspec.open(file.url, "rb") as stream:
             parquet = pq.ParquetFile(stream)
+            footer_read = True
             field = parquet.schema_arrow.field(text_field) if text_field in parquet.schema_arrow.names else None
-            if field is None:
-                yield Rejection(None, "missing_text_field")
+            if field is None or not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+                if first:
+                    yield Rejection(None, "missing_text_field" if field is None else "non_string_text_field")
                 return
-            if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
-                yield Rejection(None, "non_string_text_field")
+            groups, row, total = [], 0, 0
+            for index in range(parquet.metadata.num_row_groups):
+                meta = parquet.metadata.row_group(index)
+                if byte_range[0] <= _group_start(meta) < byte_range[1]:
+                    row = row if groups else total  # rows before this range: document ids stay file rows
+                    groups.append(index)
+                total += meta.num_rows
+            if first and total == 0:
+                yield Rejection(None, "empty_file")
+            if not groups:
                 return
-            for batch in parquet.iter_batches(columns=[text_field], batch_size=4096):
+            for batch in parquet.iter_batches(columns=[text_field], batch_size=4096, row_groups=groups):
                 for text in batch.column(0).to_pylist():
                     row += 1
                     if text is None:
@@ -241,7 +260,12 @@ def _parquet_documents(file: InputFile, text_field: str, max_doc_bytes: int) -> 
                     else:
                         yield _checked(row, text, 0, max_doc_bytes)
     except (pa.ArrowException, OSError):
-        yield Rejection(None, "corrupt_file")
-        return
-    if row == 0:
-        yield Rejection(None, "empty_file")
+        if first or footer_read:  # an unreadable footer is the file's one rejection, not one per range
+            yield Rejection(None, "corrupt_file")
+
+
+def _group_start(meta) -> int:
+    """Where a row group's bytes begin in the file (its first column chunk)."""
+    column = meta.column(0)
+    offsets = [o for o in (column.dictionary_page_offset, column.data_page_offset) if o is not None and o > 0]
+    return min(offsets) if offsets else column.file_offset

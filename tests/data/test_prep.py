@@ -133,18 +133,28 @@ def _accepted_texts(recipe: Recipe) -> dict[str, list[str]]:
     return texts
 
 
+def _unit_rows(out: Path, manifest, lang: str, column: str) -> list[list]:
+    """Rows per stage-2 unit (files `<lang>-<unit>-<n>`), checking each file against its manifest entry."""
+    units: dict[str, list] = {}
+    for file in manifest.files:
+        if file.path.startswith(f"{lang}-"):
+            table = pq.read_table(out / file.path)
+            assert table.num_rows == file.rows == sum(file.row_groups) and set(table.column("lang").to_pylist()) == {lang}
+            metadata = pq.ParquetFile(out / file.path).metadata
+            assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == file.row_groups
+            units.setdefault(file.path.rsplit("-", 1)[0], []).extend(table.column(column).to_pylist())
+    return list(units.values())
+
+
 def test_shards_hold_exactly_the_accepted_documents_and_stats_match_the_splitter(messy):
     root, recipe, manifest = messy
     expected = _accepted_texts(recipe)
     assert 22 <= len(expected["en"]) < 42  # the truncated files gave up their tails
     for lang, texts in expected.items():
-        rows = []
-        for file in manifest.files:
-            if file.path.startswith(f"{lang}-"):
-                table = pq.read_table(root / "out" / file.path)
-                assert table.num_rows == file.rows and set(table.column("lang").to_pylist()) == {lang}
-                rows += table.column("words").to_pylist()
-        assert all(len(r) == SEQ_WORDS for r in rows[:-1]) and 0 < len(rows[-1]) <= SEQ_WORDS
+        units = _unit_rows(root / "out", manifest, lang, "words")
+        for unit_rows in units:
+            assert all(len(r) == SEQ_WORDS for r in unit_rows[:-1]) and 0 < len(unit_rows[-1]) <= SEQ_WORDS
+        rows = [row for unit_rows in units for row in unit_rows]
         stream = [w for row in rows for w in row]
         assert stream == [w for t in texts for w in [*split_words(t, recipe.max_word_bytes), END_OF_DOC_WORD]]
         words = [split_words(t, recipe.max_word_bytes) for t in texts]
@@ -152,10 +162,8 @@ def test_shards_hold_exactly_the_accepted_documents_and_stats_match_the_splitter
         stats = manifest.languages[lang]
         assert (stats.docs, stats.words, stats.bytes) == (len(texts), n_words, n_bytes)
         assert stats.bytes_per_word == pytest.approx(n_bytes / n_words, abs=1e-6)
-    assert (
-        max(len(w) for row in pq.read_table(root / "out" / "en-00000.parquet").column("words").to_pylist() for w in row)
-        <= 100
-    )
+    first_en = next(f.path for f in manifest.files if f.path.startswith("en-"))
+    assert max(len(w) for row in pq.read_table(root / "out" / first_en).column("words").to_pylist() for w in row) <= 100
 
 
 def test_output_is_complete_and_readable_after_the_run(messy):
@@ -225,7 +233,8 @@ def test_token_shards_hold_the_same_documents_as_the_word_shards_as_bpe_ids(mess
     for lang, texts in _accepted_texts(recipe).items():
         tables = [pq.read_table(root / "tokens" / f.path) for f in messy_tokens.files if f.path.startswith(f"{lang}-")]
         rows = [row for table in tables for row in table.column("tokens").to_pylist()]
-        assert all(len(r) == 40 for r in rows[:-1]) and 0 < len(rows[-1]) <= 40
+        for unit_rows in _unit_rows(root / "tokens", messy_tokens, lang, "tokens"):
+            assert all(len(r) == 40 for r in unit_rows[:-1]) and 0 < len(unit_rows[-1]) <= 40
         encoded = tokenizer.encode_batch(texts)
         assert [i for row in rows for i in row] == [i for ids in encoded for i in (*ids, tokenizer.eod_id)]
         assert messy_tokens.tokens.tokens[lang] == sum(map(len, encoded))
@@ -274,49 +283,89 @@ def test_mixture_weights_repeat_and_sample_documents_from_the_seed(tmp_path, ray
 
     a = run(0, "a")
     run(0, "b")
-    run(1, "c")
+    c = run(1, "c")
     assert a.languages["en"].docs == 400 and a.languages["en"].words == 2 * 200 * 4
     assert 60 < a.languages["de"].docs < 140
     assert _shard_bytes(str(tmp_path / "a")) == _shard_bytes(str(tmp_path / "b"))
-    assert pq.read_table(tmp_path / "a" / "de-00000.parquet") != pq.read_table(tmp_path / "c" / "de-00000.parquet")
+    first_de = [next(f.path for f in m.files if f.path.startswith("de-")) for m in (a, c)]
+    assert pq.read_table(tmp_path / "a" / first_de[0]) != pq.read_table(tmp_path / "c" / first_de[1])
 
 
-def test_a_killed_run_resumes_from_its_completion_markers(tmp_path, ray_local, capfd):
-    write_sample_corpus(
-        tmp_path / "corpus", train_bytes=1_500_000, eval_bytes=0, files_per_language=3, languages=("en", "ru")
-    )
-    recipe_path = tmp_path / "recipe.yaml"
+def _kill_during(stage: str, command: list[str], env: dict, ledger: str) -> None:
+    """Start `hierpt prep` and SIGKILL it once its ledger holds a record of `stage` (the stage has begun)."""
+    fs = fsspec.filesystem("s3")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            names = fs.ls(ledger, refresh=True, detail=False) if fs.exists(ledger) else []
+            if any(n.rsplit("/", 1)[-1].startswith(f"{stage}-") for n in names):
+                break
+            time.sleep(0.02)
+        fs.invalidate_cache()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, f"prep ended on its own before it was killed in {stage}"
+    time.sleep(1.0)  # let Ray reap the killed driver's tasks
+
+
+@pytest.fixture(scope="session")
+def s3_corpus(s3, ray_local, tmp_path_factory):
+    """A two-language corpus on the S3 server (8 files) with its recipe, and one uninterrupted run of it."""
+    root = tmp_path_factory.mktemp("kill")
+    write_sample_corpus(root / "corpus", train_bytes=600_000, eval_bytes=0, files_per_language=4, languages=("en", "ru"))
+    bucket = s3.new_bucket()
+    fsspec.filesystem("s3").put(str(root / "corpus" / "train") + "/", f"{bucket}/raw/", recursive=True)
+    recipe_path = root / "recipe.yaml"
     recipe_path.write_text(
         yaml.safe_dump(
             {
                 "seq_words": 128,
-                "sources": [{"url": "corpus/train/en", "lang": "en"}, {"url": "corpus/train/ru", "lang": "ru"}],
+                "rows_per_shard": 64,
+                "sources": [{"url": f"s3://{bucket}/raw/en", "lang": "en"}, {"url": f"s3://{bucket}/raw/ru", "lang": "ru", "weight": 1.5}],
             }
         )
     )
-    out = tmp_path / "out"
+    reference = f"s3://{bucket}/reference"
+    prepare(load_recipe(str(recipe_path)), reference, workers=2)
+    return bucket, recipe_path, _shard_bytes(reference)
+
+
+@pytest.mark.parametrize("stage", ["split", "dedup", "pack"])
+def test_a_run_killed_in_any_stage_resumes_per_unit_to_the_same_bytes(stage, s3_corpus, ray_local, capfd):
+    bucket, recipe_path, reference = s3_corpus
+    out = f"s3://{bucket}/killed-{stage}"
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    command = [sys.executable, "-m", "hierpt.cli", "prep", str(recipe_path), "--output", str(out), "--workers", "1"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = out / WORK / "done"
-    deadline = time.monotonic() + 120
-    while not (done.exists() and any(done.iterdir())) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished_before = len(list(done.iterdir()))
-    assert 1 <= finished_before < 6 and not (out / MANIFEST).exists()
-    time.sleep(1.0)  # let Ray reap the killed driver's tasks
+    command = [sys.executable, "-m", "hierpt.cli", "prep", str(recipe_path), "--output", out, "--workers", "1"]
+    _kill_during(stage, command, env, f"{bucket}/killed-{stage}/{WORK}/ledger")
+    fs = fsspec.filesystem("s3")
+    assert not fs.exists(f"{bucket}/killed-{stage}/{MANIFEST}")
+    fs.pipe_file(f"{bucket}/killed-{stage}/{WORK}/ledger/{stage}-090000.jsonl", b"")  # torn segments are redone
+    fs.pipe_file(f"{bucket}/killed-{stage}/{WORK}/ledger/{stage}-090001.jsonl", b'{"id": "cut mid-wr')
 
     capfd.readouterr()
-    resumed = prepare(load_recipe(str(recipe_path)), str(out), workers=2)
+    prepare(load_recipe(str(recipe_path)), out, workers=2)
     log = capfd.readouterr().err
-    resumed_from = re.search(r"resuming: (\d+) of 6 input files already done", log)
-    assert resumed_from and int(resumed_from.group(1)) >= finished_before
-    assert "bytes/word" in log and "MB/s" in log
-    reference = prepare(load_recipe(str(recipe_path)), str(tmp_path / "reference"), workers=2)
-    assert resumed == reference
-    assert _shard_bytes(str(out)) == _shard_bytes(str(tmp_path / "reference"))
+    resumed = re.search(rf"resuming {stage}: (\d+) of (\d+) items already done", log)
+    assert resumed and 1 <= int(resumed.group(1)) < int(resumed.group(2)), log
+    assert f"ledger segment {stage}-090000.jsonl is torn" in log and f"{stage}-090001.jsonl is torn" in log
+    assert "MB/s" in log and "prep times: split" in log
+    assert _shard_bytes(out) == reference
+
+
+def test_when_no_document_survives_the_error_says_why_and_keeps_the_work(tmp_path, ray_local):
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "bad.jsonl").write_bytes(_jsonl(b"{broken", {"title": "no text"}, b"[1, 2]", {"text": "   "}))
+    (tmp_path / "en" / "empty.jsonl").write_bytes(b"")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as error:
+        prepare(Recipe(sources=[Source(url=str(tmp_path / "en"), lang="en")]), str(out), workers=1)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("no document survived")
+    for reason in ("malformed_json x1 (e.g. en/bad.jsonl#1)", "missing_text_field x1", "not_an_object x1", "empty_file x1 (e.g. en/empty.jsonl)"):
+        assert reason in message
+    assert f"{out}/{WORK} is kept" in message and (out / WORK / "recipe.json").exists()
 
 
 def test_cli_reports_a_bad_recipe_in_one_line(tmp_path, capsys):
