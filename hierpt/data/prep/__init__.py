@@ -167,15 +167,17 @@ def _prepare(
     return manifest
 
 
-def split_units(recipe: Recipe, inputs: list[InputFile], output_url: str) -> list[dict]:
+def split_units(
+    recipe: Recipe, inputs: list[InputFile], output_url: str, split_bytes: int = PARQUET_SPLIT_BYTES
+) -> list[dict]:
     """Stage-1 work items in recipe, path and byte order: one per file, a large Parquet file one per byte range."""
     units = []
     for file in inputs:
         source = recipe.sources[file.source]
-        starts = range(0, file.size, PARQUET_SPLIT_BYTES) if file.format == "parquet" and file.size > PARQUET_SPLIT_BYTES else [0]
+        starts = range(0, file.size, split_bytes) if file.format == "parquet" and file.size > split_bytes else [0]
         for start in starts:
             key = hashlib.sha256(f"{source.name}\0{file.rel}\0{file.size}\0{start}".encode()).hexdigest()[:24]
-            end = min(start + PARQUET_SPLIT_BYTES, file.size)
+            end = min(start + split_bytes, file.size)
             units.append({
                 "id": key, "key": key, "file": [file.source, file.url, file.rel, file.format, file.size],
                 "range": [start, end] if len(starts) > 1 else None, "bytes": end - start, "lang": source.lang,
