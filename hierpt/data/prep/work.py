@@ -148,6 +148,9 @@ def map_items(items: list[dict], fn, workers: int):
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # Ray Data reserves half the cluster's CPUs per operator by default; for a single map stage that leaves the
+    # pool half-used on small clusters (measured: 2 workers ran 1.3x of 1 on 2 CPUs, 1.6x without the reservation)
+    context.op_resource_reservation_enabled = False
     dataset = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=len(items))
     pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
     env = storage_settings()
