@@ -1,4 +1,4 @@
-"""Packing one language's stream of documents into shard rows of at most `seq_len` units (words or tokens).
+"""Packing a stream of one language's documents into shard rows of at most `seq_len` units (words or tokens).
 
 Documents arrive as Arrow lists of units (words ending with the [S] word, or BPE ids ending with the
 end-of-document id) and are laid back to back; the stream is cut every `seq_len` units, so a long document
@@ -16,12 +16,13 @@ from hierpt.data.shards import SHARD_SCHEMA
 
 
 class Packer:
-    """Feed documents in stream order with `add`; it yields finished shards (tables of `rows_per_shard` rows)."""
+    """Feed documents in stream order with `add`; it yields finished tables of `rows_per_table` rows (prep writes
+    each as one bounded row group), and `finish` the rest, ending with the stream's one short row."""
 
-    def __init__(self, lang: str, seq_len: int, rows_per_shard: int, schema: pa.Schema = SHARD_SCHEMA):
+    def __init__(self, lang: str, seq_len: int, rows_per_table: int, schema: pa.Schema = SHARD_SCHEMA):
         self.lang = lang
         self.seq_len = seq_len
-        self.shard_units = seq_len * rows_per_shard
+        self.shard_units = seq_len * rows_per_table
         self.schema = schema  # SHARD_SCHEMA or TOKEN_SCHEMA: the sequence column first, then lang and doc_ids
         self._chunks: list[pa.Array] = []  # flat units not yet cut into a shard
         self._buffered = 0
