@@ -12,6 +12,7 @@ document reaches the driver, which keeps one count per bucket.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 import numpy as np
@@ -24,6 +25,7 @@ from hierpt.data.prep.work import WORK
 BUCKET_DOCS = 1 << 22  # documents per bucket on average: bounds a dedup task's memory (~100 MB)
 MIN_BUCKETS = 4
 DROP_GROUP_ROWS = 1 << 16
+READ_THREADS = 16  # a bucket reads its range of every chunk: latency-bound on object storage
 CHUNKS = "chunks.parquet"  # the global chunk order: (key, chunk) per ordinal
 DROP_SCHEMA = pa.schema([pa.field("chunk", pa.int32()), pa.field("row", pa.int32())])
 
@@ -58,21 +60,29 @@ def find_duplicates(item: dict) -> dict:
     work = f"{root}/{WORK}"
     with fs.open(f"{work}/{CHUNKS}", "rb") as f:
         chunks = pq.read_table(f)
-    lo, hi = np.uint64(item["lo"]), item["hi"]
-    h1s, h2s, ordinals, rows = [], [], [], []
-    for ordinal, (key, chunk) in enumerate(zip(chunks.column("key").to_pylist(), chunks.column("chunk").to_pylist())):
-        with fs.open(part_path(work, key, chunk, "sig"), "rb") as f:
+    keys, numbers = chunks.column("key").to_pylist(), chunks.column("chunk").to_pylist()
+
+    def read(ordinal: int):
+        """This bucket's (h1, h2, row) of one chunk, or None: small ranged reads, so many run at once."""
+        with fs.open(part_path(work, keys[ordinal], numbers[ordinal], "sig"), "rb") as f:
             signatures = pq.ParquetFile(f)
-            groups = [g for g in range(signatures.num_row_groups) if _overlaps(signatures.metadata.row_group(g), lo, hi)]
+            meta = signatures.metadata
+            groups = [g for g in range(meta.num_row_groups) if _overlaps(meta.row_group(g), item["lo"], item["hi"])]
             if not groups:
-                continue
+                return None
             table = signatures.read_row_groups(groups)
         h1 = table.column("h1").to_numpy()
-        inside = (h1 >= lo) & (h1 < np.uint64(hi)) if hi < 1 << 64 else h1 >= lo
-        h1s.append(h1[inside])
-        h2s.append(table.column("h2").to_numpy()[inside])
-        rows.append(table.column("row").to_numpy()[inside])
-        ordinals.append(np.full(int(inside.sum()), ordinal, dtype=np.int32))
+        inside = (h1 >= np.uint64(item["lo"])) & (h1 <= np.uint64(item["hi"] - 1))
+        return h1[inside], table.column("h2").to_numpy()[inside], table.column("row").to_numpy()[inside], ordinal
+
+    h1s, h2s, ordinals, rows = [], [], [], []
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for found in pool.map(read, range(len(keys))):  # in chunk order
+            if found is not None:
+                h1s.append(found[0])
+                h2s.append(found[1])
+                rows.append(found[2])
+                ordinals.append(np.full(len(found[0]), found[3], dtype=np.int32))
     drops = np.zeros((0, 2), dtype=np.int32)
     if h1s:
         h1, h2, ordinal, row = (np.concatenate(a) for a in (h1s, h2s, ordinals, rows))
@@ -89,11 +99,11 @@ def find_duplicates(item: dict) -> dict:
     return {"duplicates": len(drops), "bytes": item["bytes"], "peak_rss_mb": peak_rss_mb()}
 
 
-def _overlaps(group, lo: np.uint64, hi: int) -> bool:
+def _overlaps(group, lo: int, hi: int) -> bool:
     stats = group.column(0).statistics
     if stats is None or not stats.has_min_max:
         return True
-    return int(stats.max) >= int(lo) and int(stats.min) < hi
+    return int(stats.max) >= lo and int(stats.min) < hi
 
 
 def dropped_rows(fs, work: str, buckets: int, ordinal: int) -> np.ndarray:
