@@ -64,7 +64,7 @@ def allowed_bytes(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return first, later
 
 
-def _allowed_at(position: int, max_word_bytes: int, masks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def allowed_at(position: int, max_word_bytes: int, masks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     first, later = masks
     if position == max_word_bytes:  # a full-length word can only end
         only_end = torch.zeros_like(later)
@@ -118,7 +118,7 @@ def spell_words(
         last = []
         for row in range(B):
             if not done[row]:
-                allowed = _allowed_at(len(spelled[row]), max_bytes, masks)
+                allowed = allowed_at(len(spelled[row]), max_bytes, masks)
                 byte = _pick(logits[row], allowed, sampling, rngs[row])
                 done[row] = byte in (WORD_MARK, END_OF_DOC)  # [S] is only allowed as a word's first byte
                 if byte != WORD_MARK:
@@ -208,7 +208,7 @@ def spell_word_uncached(
     while True:
         done = torch.tensor([spelled], dtype=torch.long, device=predictive.device).view(1, -1)
         logits = model.decode_logits(predictive[None], done)[0, -1]
-        byte = _pick(logits, _allowed_at(len(spelled), model.config.max_word_bytes, masks), sampling, rng)
+        byte = _pick(logits, allowed_at(len(spelled), model.config.max_word_bytes, masks), sampling, rng)
         if byte == WORD_MARK:
             return bytes(spelled)
         spelled.append(byte)

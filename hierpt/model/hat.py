@@ -155,6 +155,7 @@ class KVCache:
         shape = (stack.layers, batch, stack.heads, capacity, stack.head_dim)
         self.keys, self.values = like.new_zeros(shape), like.new_zeros(shape)
         self.lengths = torch.zeros(batch, dtype=torch.long, device=like.device)
+        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # RoPE tables over the capacity, made on first use
 
     @property
     def capacity(self) -> int:
@@ -244,8 +245,9 @@ class Stack(nn.Module):
             raise ValueError(f"KV cache of {cache.capacity} positions is full")
         # padding positions (past a row's count) may run past the end: clamped, they only overwrite padding
         positions = (cache.lengths[:, None] + torch.arange(T, device=x.device)).clamp(max=cache.capacity - 1)
-        cos, sin = rope_tables(cache.capacity, self.config.head_dim, self.theta, x.device)
-        cos, sin = cos[positions][:, None], sin[positions][:, None]  # [B, 1, T, head_dim/2]
+        if cache.rope is None:  # once per cache, not per generated position
+            cache.rope = rope_tables(cache.capacity, self.config.head_dim, self.theta, x.device)
+        cos, sin = (table[positions][:, None] for table in cache.rope)  # [B, 1, T, head_dim/2]
         visible = torch.arange(cache.capacity, device=x.device) <= positions[..., None]  # causal over the row
         for layer, block in enumerate(self.blocks):
             slot = CacheSlot(cache.keys[layer], cache.values[layer], positions)

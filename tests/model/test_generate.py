@@ -15,7 +15,7 @@ from hierpt.model.generate import (
 )
 from hierpt.splitting import END_OF_DOC_WORD
 
-from tests.model.conftest import TEXT, tiny_model
+from tests.fixtures.models import TEXT, tiny_model
 
 PROMPTS = ["The ", "The qu", "你好", "", "Der schnelle braune Fuchs springt über die Brücke, und dann"]
 

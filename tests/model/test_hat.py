@@ -14,7 +14,7 @@ from hierpt.splitting import (
     words_to_tensors,
 )
 
-from tests.model.conftest import MAX_BYTES, TEXT, batch, tiny_model
+from tests.fixtures.models import MAX_BYTES, TEXT, batch, tiny_model
 
 
 def test_tiny_model_overfits_multilingual_text(overfit_model):
