@@ -4,7 +4,8 @@ and with the uncached reference generator, at contexts of 64, 256 and 1024 words
 `small` trains on 256-word sequences; here its `seq_words` is raised to hold the longest context plus the
 generated words (RoPE extends to any position; speed does not depend on what the weights learnt). The model
 is first trained for a few steps on the sample corpus, so it spells words of realistic length instead of a
-random model's 100-byte ones. Both generators are greedy, so they produce the same words.
+random model's 100-byte ones. Both generators are greedy, so they produce the same words. Words/s counts
+the words after the first: the first one also pays for reading the prompt (reported as `*_prompt_s`).
 
     python benchmarks/generate.py [--words 16] [--train-steps 20]
 
@@ -68,29 +69,37 @@ def main() -> None:
     model = HAT(config)
     loss = train(model, args.train_steps)
     model.eval()
-    sampling = SamplingConfig(max_words=args.words)
     # the generators stop at [S]; the prompt ends mid-document so the model keeps writing
     text_words = [w for w in corpus_words(config.max_word_bytes, 2 * max(CONTEXTS), seed=99) if w != b"\xf9"]
-    generate_hat(model, [b"".join(text_words[:8]).decode()], sampling)  # warm-up
+    generate_hat(model, [b"".join(text_words[:8]).decode()], SamplingConfig(max_words=2))  # warm-up
     rows = {}
     for context in CONTEXTS:
         prompt = b"".join(text_words[: context - 1]).decode()  # + [S] = `context` words
         assert len(split_words(prompt)) == context - 1
-        cached_s, cached = timed(lambda: generate_hat(model, [prompt], sampling)[0])
-        uncached_s, uncached = timed(lambda: generate_words_uncached(model, prompt, sampling))
-        n = len(cached)
+        row = {}
+        for name, generate in (
+            ("cached", lambda s: generate_hat(model, [prompt], s)[0]),
+            ("uncached", lambda s: generate_words_uncached(model, prompt, s)),
+        ):
+            # the first word carries the prompt's cost (prefill); the words after it are the per-word cost
+            first_s, _ = timed(lambda: generate(SamplingConfig(max_words=1)))
+            total_s, words = timed(lambda: generate(SamplingConfig(max_words=args.words + 1)))
+            per_word = (total_s - first_s) / (len(words) - 1)
+            row[name] = words
+            row |= {f"{name}_words_per_s": round(1 / per_word, 2), f"{name}_prompt_s": round(first_s, 3)}
+        cached, uncached = row.pop("cached"), row.pop("uncached")
         rows[context] = {
-            "words": n,
-            "bytes": sum(map(len, cached)),
-            "cached_words_per_s": round(n / cached_s, 2),
-            "uncached_words_per_s": round(len(uncached) / uncached_s, 2),
-            "cached_ms_per_word": round(1e3 * cached_s / n, 2),
+            "words": len(cached) - 1,
+            "bytes": sum(map(len, cached[1:])),
+            **row,
+            "cached_ms_per_word": round(1e3 / row["cached_words_per_s"], 2),
             "same_words": cached == uncached,
         }
         r = rows[context]
         print(
             f"context {context:5d}: cached {r['cached_words_per_s']:7.2f} words/s, uncached "
-            f"{r['uncached_words_per_s']:7.2f} words/s ({n} words, {r['bytes']} bytes, same: {r['same_words']})"
+            f"{r['uncached_words_per_s']:7.2f} words/s; prompt {r['cached_prompt_s']:.2f} s cached, "
+            f"{r['uncached_prompt_s']:.2f} s uncached ({r['words']} words, {r['bytes']} bytes, same: {r['same_words']})"
         )
     first, last = rows[CONTEXTS[0]], rows[CONTEXTS[-1]]
     result = {

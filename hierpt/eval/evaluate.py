@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -242,5 +243,16 @@ def evaluate_model(
         score = functools.partial(score_hat, model)
         kind, max_word_bytes = "hat", model.config.max_word_bytes
         bpe = BPETokenizer.load(tokenizer) if tokenizer else None
-    result = evaluate(score, documents, seed, rate, perturbations, max_word_bytes, bpe)
-    return {"model": kind, "text": text, **result}
+    scored = ScoreSums()
+
+    def timed_score(texts: Sequence[str]) -> ScoreSums:
+        sums = score(texts)
+        scored.utf8_bytes += sums.utf8_bytes
+        return sums
+
+    start = time.perf_counter()
+    result = evaluate(timed_score, documents, seed, rate, perturbations, max_word_bytes, bpe)
+    seconds = time.perf_counter() - start
+    # every pass (clean + perturbations) counts: the bytes the model scored per second of evaluation
+    throughput = {"bytes": scored.utf8_bytes, "seconds": round(seconds, 3), "bytes_per_s": scored.utf8_bytes / seconds}
+    return {"model": kind, "text": text, **result, "throughput": throughput}
