@@ -7,5 +7,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on 127.0.
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), "hierpt-torch-ext"))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm-eval tasks read local JSONL; nothing is downloaded
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytest_plugins = ["tests.fixtures.ray_cluster", "tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.ray_cluster", "tests.fixtures.s3", "tests.fixtures.models"]

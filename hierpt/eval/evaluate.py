@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ def windows(sequence: Sequence, length: int) -> list[Sequence]:
     return [sequence[start : start + length] for start in window_starts(len(sequence), length)]
 
 
-def _batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
+def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
     """Indices of sequences, longest first, as many per batch as fit `budget` padded positions."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     while order:
@@ -107,7 +108,7 @@ def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -
         words = [END_OF_DOC_WORD, *split_words(text, config.max_word_bytes), END_OF_DOC_WORD]
         sequences.extend(windows(words, config.seq_words))
     sums = ScoreSums()
-    for index in _batches([len(s) for s in sequences], budget):
+    for index in length_batches([len(s) for s in sequences], budget):
         word_bytes, lengths = words_to_tensors([sequences[i] for i in index], config.max_word_bytes)
         sums.add(model(word_bytes.to(device), lengths.to(device)))
     return sums
@@ -128,7 +129,7 @@ def score_baseline(
     lengths = [min(model.config.seq_tokens, len(documents[d]) - start) for d, start in pieces]
     correct = [torch.zeros(len(doc), dtype=torch.bool) for doc in documents]  # entry t: token t predicted right
     sums = ScoreSums()
-    for index in _batches(lengths, budget):
+    for index in length_batches(lengths, budget):
         tokens = torch.full((len(index), lengths[index[0]]), IGNORE, dtype=torch.int64)
         for row, i in enumerate(index):
             d, start = pieces[i]
@@ -242,5 +243,16 @@ def evaluate_model(
         score = functools.partial(score_hat, model)
         kind, max_word_bytes = "hat", model.config.max_word_bytes
         bpe = BPETokenizer.load(tokenizer) if tokenizer else None
-    result = evaluate(score, documents, seed, rate, perturbations, max_word_bytes, bpe)
-    return {"model": kind, "text": text, **result}
+    scored = ScoreSums()
+
+    def timed_score(texts: Sequence[str]) -> ScoreSums:
+        sums = score(texts)
+        scored.utf8_bytes += sums.utf8_bytes
+        return sums
+
+    start = time.perf_counter()
+    result = evaluate(timed_score, documents, seed, rate, perturbations, max_word_bytes, bpe)
+    seconds = time.perf_counter() - start
+    # every pass (clean + perturbations) counts: the bytes the model scored per second of evaluation
+    throughput = {"bytes": scored.utf8_bytes, "seconds": round(seconds, 3), "bytes_per_s": scored.utf8_bytes / seconds}
+    return {"model": kind, "text": text, **result, "throughput": throughput}

@@ -104,9 +104,10 @@ def _read_result(path: Path) -> dict:
 
 
 def flatten(result: dict) -> dict[str, float]:
-    """Dotted metric names -> values: every metric, and of compression the ratios only."""
+    """Dotted metric names -> values: every metric (downstream tasks as `tasks.<task>.acc`), and of compression
+    the ratios only."""
     rows: dict[str, float] = {}
-    for section in ("bits_per_byte", "word_accuracy", "robustness", "compression"):
+    for section in ("bits_per_byte", "word_accuracy", "tasks", "robustness", "compression"):
         stack = [(section, result.get(section, {}))]
         while stack:
             prefix, node = stack.pop()

@@ -129,7 +129,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     from hierpt.eval.evaluate import evaluate_model
     from hierpt.eval.perturb import PERTURBATIONS
     from hierpt.model.family import load_any_export
-    from hierpt.model.generate import SamplingConfig, continue_text
+    from hierpt.model.generate import SamplingConfig, continue_texts
 
     targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
     if not targets:
@@ -143,7 +143,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     for step, source in targets:
         name = "result" if step is None else f"step-{step:08d}"
         url = f"{spec.output}/{name}.json"
-        if _evaluated(fs, f"{root}/{name}.json", source, spec.text):
+        if _evaluated(fs, f"{root}/{name}.json", source, spec):
             written.append(url)
             continue
         export_path = resolve_export(source, f"{spec.output}/{name}-export")
@@ -153,8 +153,12 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
             "checkpoint": export_path,
             **evaluate_model(model, tokenizer, spec.text, tokenizer=spec.tokenizer, perturbations=perturbations),
         }
-        sampling = SamplingConfig(max_words=24)
-        result["samples"] = {p: p + continue_text(model, tokenizer, p, sampling) for p in spec.prompts}
+        if spec.tasks:
+            from hierpt.eval.harness import run_tasks
+
+            result["tasks"] = run_tasks(model, tokenizer, spec.tasks, spec.task_dirs, spec.task_limit)
+        texts = continue_texts(model, tokenizer, spec.prompts, SamplingConfig(max_words=24)) if spec.prompts else []
+        result["samples"] = {p: p + text for p, text in zip(spec.prompts, texts)}
         result["step"], result["source"] = step, source
         with fsspec.open(f"{url}.partial", "w") as f:  # renamed when complete: a results file is never partial
             json.dump(result, f, indent=2)
@@ -163,13 +167,14 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     return {"results": written}
 
 
-def _evaluated(fs, path: str, source: str, text: str) -> bool:
-    """Whether `path` holds the result of evaluating `source` on `text` (another one is recomputed)."""
+def _evaluated(fs, path: str, source: str, spec: EvalJob) -> bool:
+    """Whether `path` holds the result of evaluating `source` on the spec's text and tasks (else recomputed)."""
     if not fs.exists(path):
         return False
     with fs.open(path) as f:
         previous = json.load(f)
-    return previous.get("source") == source and previous.get("text") == text
+    same = previous.get("source") == source and previous.get("text") == spec.text
+    return same and set(spec.tasks) <= set(previous.get("tasks", {}))
 
 
 OWN_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, AssertionError)

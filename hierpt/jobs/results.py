@@ -5,18 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 METRICS = ("bits_per_byte", "word_accuracy")
+TASK_METRIC = "acc"  # of downstream tasks (EvalJob.tasks), beside bits/byte
 
 
 def table(results: list[tuple[int, dict]]) -> str:
     if not results:
         return "no evaluated checkpoints yet"
     langs = sorted({lang for _, r in results for lang in r.get("bits_per_byte", {})})
+    tasks = sorted({task for _, r in results for task in r.get("tasks", {})})
     header = ["step"] + [f"bpb.{lang}" for lang in langs] + [f"acc.{lang}" for lang in langs]
+    header += [f"{task}.{TASK_METRIC}" for task in tasks]
     rows = [header]
     for step, result in results:
         row = [str(step)]
         for metric in METRICS:
             row += [_cell(result.get(metric, {}).get(lang)) for lang in langs]
+        row += [_cell(result.get("tasks", {}).get(task, {}).get(TASK_METRIC)) for task in tasks]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)

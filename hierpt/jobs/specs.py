@@ -78,6 +78,9 @@ class EvaluateSettings(BaseModel):
     text: str  # held-out JSONL (`text`, `lang`)
     prompts: list[str] = Field(default_factory=lambda: ["The "])
     robustness: bool = True
+    tasks: list[str] = Field(default_factory=list)  # lm-eval tasks (hierpt/eval/harness.py), e.g. arc_easy
+    task_dirs: list[str] = Field(default_factory=list)  # directories of own lm-eval task YAMLs (--include_path)
+    task_limit: int | None = Field(None, ge=1)  # documents per task (all when unset)
 
 
 class PretrainJob(Submission, TrainJob):
@@ -126,6 +129,9 @@ class EvalJob(Submission):
     prompts: list[str] = Field(default_factory=lambda: ["The "])
     robustness: bool = True
     tokenizer: str | None = None  # a BPE tokenizer JSON: adds bytes per token to a HAT's compression numbers
+    tasks: list[str] = Field(default_factory=list)  # lm-eval tasks (hierpt/eval/harness.py): accuracy per checkpoint
+    task_dirs: list[str] = Field(default_factory=list)  # directories of own lm-eval task YAMLs (--include_path)
+    task_limit: int | None = Field(None, ge=1)  # documents per task (all when unset)
 
     @model_validator(mode="after")
     def _one_target(self) -> EvalJob:
@@ -205,7 +211,7 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
 # absolute before a spec travels to a cluster, where the working directory is another one.
 PATH_FIELDS = {
     "recipe", "output", "storage", "init_from", "export_to", "tensorboard_dir", "trace_dir", "checkpoint", "run",
-    "text", "shards", "tokenizer", "stages", "a", "b",
+    "text", "shards", "tokenizer", "stages", "a", "b", "task_dirs",
 }  # fmt: skip
 
 

@@ -1,16 +1,29 @@
-"""Word-by-word generation (hat_spec.md §4.1): encode the words so far, run the backbone, spell the next word
-byte by byte until the decoder emits [W]; an [S] word ends the document. The BPE baseline generates token
-by token (`generate_baseline_text`), with the same sampling settings and word budget."""
+"""Generation for both families, with KV caches so a new word (token) costs the same at any context length.
+
+HAT (hat_spec.md §4.1): the backbone keeps a cache over words, the decoder one within the word being spelled,
+and the encoder runs once per finished word. The prompt is read as training reads text: the document start
+[S] comes first, and its last word is unfinished — "The qu" continues " qu", and "The " continues " " into
+" quick" instead of making the space a word — so the decoder starts from that word's bytes and may end it
+at once. The BPE baseline generates token by token with its own cache, with the same sampling settings and
+word budget. Prompts of different lengths run as one batch; each row samples from its own seeded generator,
+so a row's text does not depend on the rest of the batch.
+
+When a row's context reaches the model's sequence length, its cache is rebuilt from the last half of it
+(RoPE positions restart, as for any window): an amortised cost instead of a full recompute per step. The
+uncached generators (`generate_words_uncached`, `generate_baseline_uncached`) recompute everything per word
+and byte; they are the reference the cached ones are tested and benchmarked against.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from hierpt.data.bpe import BPETokenizer
 from hierpt.model.baseline import Baseline
-from hierpt.model.hat import HAT
+from hierpt.model.hat import HAT, KVCache
 from hierpt.splitting import (
     END_OF_DOC,
     END_OF_DOC_WORD,
@@ -23,6 +36,7 @@ from hierpt.splitting import (
 
 # Byte values that never start or continue valid UTF-8 text, besides the specials handled per position.
 _NEVER_TEXT = [0xC0, 0xC1, *range(0xF5, 0x100)]
+TOKENS_PER_WORD_BOUND = 8  # the baseline stops after max_words * this tokens (text that never completes a word)
 
 
 @dataclass(frozen=True)
@@ -33,7 +47,13 @@ class SamplingConfig:
     seed: int = 0
 
 
-def _allowed_mask(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_words(prompt: str, max_word_bytes: int) -> tuple[list[bytes], bytes]:
+    """The finished words the backbone reads ([S] first) and the unfinished last word the decoder continues."""
+    words = split_words(prompt, max_word_bytes)
+    return [END_OF_DOC_WORD, *words[:-1]], words[-1] if words else b""
+
+
+def allowed_bytes(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Allowed bytes at a word's first position ([S] may end the document) and later ones ([W] ends the word)."""
     first = torch.ones(256, dtype=torch.bool, device=device)
     first[_NEVER_TEXT] = False
@@ -42,6 +62,15 @@ def _allowed_mask(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     later[WORD_MARK] = True
     first[PAD] = later[PAD] = False
     return first, later
+
+
+def allowed_at(position: int, max_word_bytes: int, masks: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    first, later = masks
+    if position == max_word_bytes:  # a full-length word can only end
+        only_end = torch.zeros_like(later)
+        only_end[WORD_MARK] = True
+        return only_end
+    return first if position == 0 else later
 
 
 def _pick(logits: torch.Tensor, allowed: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator) -> int:
@@ -56,79 +85,247 @@ def _pick(logits: torch.Tensor, allowed: torch.Tensor, sampling: SamplingConfig,
     return int(torch.multinomial(probs.cpu(), 1, generator=rng))
 
 
-@torch.no_grad()
-def spell_word(model: HAT, predictive: torch.Tensor, sampling: SamplingConfig, rng: torch.Generator) -> bytes:
-    """Decode one word from its predictive embedding [decoder_dim]."""
-    first, later = _allowed_mask(predictive.device)
-    spelled: list[int] = []
-    for position in range(model.config.max_word_bytes + 1):
-        prefix = torch.tensor([spelled], dtype=torch.long, device=predictive.device).view(1, -1)
-        logits = model.decode_logits(predictive[None], prefix)[0, -1]
-        allowed = first if position == 0 else later
-        if position == model.config.max_word_bytes:
-            allowed = torch.zeros_like(later)
-            allowed[WORD_MARK] = True
-        byte = _pick(logits, allowed, sampling, rng)
-        if byte == WORD_MARK:
-            break
-        spelled.append(byte)
-        if byte == END_OF_DOC:
-            break
-    return bytes(spelled)
+def _rngs(count: int, sampling: SamplingConfig) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(sampling.seed) for _ in range(count)]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------------- HAT
 
 
 @torch.no_grad()
-def generate_words(model: HAT, prompt_words: list[bytes], sampling: SamplingConfig) -> list[bytes]:
-    """Continue `prompt_words`; returns only the new words (ending with [S] if the model ended the document)."""
-    if not prompt_words:
-        raise ValueError("generation needs a prompt of at least one word")
-    device = next(model.parameters()).device
-    rng = torch.Generator().manual_seed(sampling.seed)
-    max_bytes = model.config.max_word_bytes
-    word_bytes, lengths = words_to_tensors([prompt_words], max_bytes)
-    vectors = model.encode_words(word_bytes[0].to(device), lengths[0].to(device))
-    new_words: list[bytes] = []
+def spell_words(
+    model: HAT, predictive: torch.Tensor, prefixes: Sequence[bytes], sampling: SamplingConfig, rngs
+) -> list[bytes]:
+    """Spell one word per row from predictive embeddings [B, decoder_dim], each continuing its prefix; the
+    decoder caches the word's positions, so each byte costs one position."""
+    B, device, max_bytes = len(prefixes), predictive.device, model.config.max_word_bytes
+    masks = allowed_bytes(device)
+    cache = KVCache(model.config.decoder, B, max_bytes + 1, predictive)
+    prefix_bytes, prefix_lens = words_to_tensors([[p] for p in prefixes if p] or [[b"\0"]], max_bytes)
+    prefix_embed = predictive.new_zeros(B, prefix_bytes.shape[-1], predictive.shape[-1])
+    with_prefix = torch.tensor([bool(p) for p in prefixes], device=device)
+    if with_prefix.any():
+        prefix_embed[with_prefix] = model.decoder_embed(prefix_bytes[:, 0].long().to(device))
+    counts = torch.tensor([1 + len(p) for p in prefixes], device=device)
+    hidden = model.decoder(torch.cat((predictive[:, None], prefix_embed), dim=1), cache=cache, counts=counts)
+    logits = model.lm_head(hidden[torch.arange(B, device=device), counts - 1])
+    spelled, done = [list(p) for p in prefixes], [False] * B
+    while True:
+        last = []
+        for row in range(B):
+            if not done[row]:
+                allowed = allowed_at(len(spelled[row]), max_bytes, masks)
+                byte = _pick(logits[row], allowed, sampling, rngs[row])
+                done[row] = byte in (WORD_MARK, END_OF_DOC)  # [S] is only allowed as a word's first byte
+                if byte != WORD_MARK:
+                    spelled[row].append(byte)
+            last.append(spelled[row][-1] if spelled[row] else PAD)
+        if all(done):
+            return [bytes(word) for word in spelled]
+        active = torch.tensor([not d for d in done], device=device)
+        step = model.decoder_embed(torch.tensor(last, device=device)[:, None])
+        logits = model.lm_head(model.decoder(step, cache=cache, counts=active.long())[:, 0])
+
+
+@torch.no_grad()
+def generate_hat(model: HAT, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[bytes]]:
+    """Continue each prompt; per row the words after the prompt's finished ones (the first completes the
+    prompt's unfinished word), ending with [S] if the model ended the document."""
+    config, device = model.config, _device(model)
+    rows = [prompt_words(p, config.max_word_bytes) for p in prompts]
+    B, rngs = len(rows), _rngs(len(rows), sampling)
+    history = [list(context) for context, _ in rows]  # each row's words so far, for a rebuilt window
+    prefixes = [prefix for _, prefix in rows]
+    capacity = min(config.seq_words, max(map(len, history)) + sampling.max_words)
+    cache, predictive = _prefill_backbone(model, [h[-config.seq_words :] for h in history], capacity)
+    new_words: list[list[bytes]] = [[] for _ in range(B)]
     for _ in range(sampling.max_words):
-        context = vectors[-model.config.seq_words :]
-        predictive = model.run_backbone(context[None])[0, -1]
-        word = spell_word(model, predictive, sampling, rng)
-        new_words.append(word)
-        if word == END_OF_DOC_WORD:
+        active = [not words or words[-1] != END_OF_DOC_WORD for words in new_words]
+        if not any(active):
             break
-        word_tensor, word_len = words_to_tensors([[word]], max_bytes)
-        vectors = torch.cat((vectors, model.encode_words(word_tensor[0].to(device), word_len[0].to(device))))
+        words = spell_words(model, predictive, prefixes, sampling, rngs)
+        prefixes = [b""] * B
+        for row in range(B):
+            if active[row]:
+                new_words[row].append(words[row])
+                history[row].append(words[row])
+        if int(cache.lengths.max()) == cache.capacity:
+            keep = max(1, config.seq_words // 2)
+            cache, predictive = _prefill_backbone(model, [h[-keep:] for h in history], config.seq_words)
+            continue
+        word_bytes, lengths = words_to_tensors([[w] for w in words], config.max_word_bytes)
+        vectors = model.encode_words(word_bytes[:, 0].to(device), lengths[:, 0].to(device))
+        counts = torch.tensor(active, device=device).long()
+        predictive = model.run_backbone(vectors[:, None], cache=cache, counts=counts)[:, 0]
     return new_words
+
+
+def _prefill_backbone(model: HAT, words: list[list[bytes]], capacity: int) -> tuple[KVCache, torch.Tensor]:
+    """A backbone cache holding each row's words, and the predictive embedding after each row's last word."""
+    device = _device(model)
+    word_bytes, lengths = (t.to(device) for t in words_to_tensors(words, model.config.max_word_bytes))
+    present = lengths > 0
+    vectors = model.encode_words(word_bytes[present].long(), lengths[present])
+    backbone_in = vectors.new_zeros(*lengths.shape, vectors.shape[-1]).index_put((present,), vectors)
+    cache = KVCache(model.config.backbone, len(words), capacity, vectors)
+    counts = present.sum(1)
+    predictive = model.run_backbone(backbone_in, cache=cache, counts=counts)
+    return cache, predictive[torch.arange(len(words), device=device), counts - 1]
 
 
 def generate_text(model: HAT, prompt: str, sampling: SamplingConfig) -> str:
     """The continuation of `prompt` as text (invalid byte runs shown as U+FFFD)."""
+    return generate_hat_texts(model, [prompt], sampling)[0]
+
+
+def generate_hat_texts(model: HAT, prompts: Sequence[str], sampling: SamplingConfig) -> list[str]:
     model.eval()
-    return join_words(generate_words(model, split_words(prompt, model.config.max_word_bytes), sampling))
+    out = []
+    for prompt, words in zip(prompts, generate_hat(model, prompts, sampling)):
+        _, prefix = prompt_words(prompt, model.config.max_word_bytes)
+        out.append(_continuation(prefix, words))
+    return out
+
+
+def _continuation(prefix: bytes, words: list[bytes]) -> str:
+    """The text after the prompt: the generated words, less the prompt's own unfinished word's bytes."""
+    if words and words[0] != END_OF_DOC_WORD:
+        words = [words[0][len(prefix) :], *words[1:]]
+    return join_words(w for w in words if w)
 
 
 @torch.no_grad()
-def generate_baseline_text(model: Baseline, tokenizer: BPETokenizer, prompt: str, sampling: SamplingConfig) -> str:
-    """The baseline's continuation of `prompt`, cut to `max_words` HAT words so both families' samples compare."""
-    model.eval()
-    device = next(model.parameters()).device
-    rng = torch.Generator().manual_seed(sampling.seed)
-    allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+def spell_word_uncached(
+    model: HAT, predictive: torch.Tensor, prefix: bytes, sampling: SamplingConfig, rng: torch.Generator
+) -> bytes:
+    """Decode one word from its predictive embedding [decoder_dim], re-decoding the word so far per byte."""
+    masks = allowed_bytes(predictive.device)
+    spelled = list(prefix)
+    while True:
+        done = torch.tensor([spelled], dtype=torch.long, device=predictive.device).view(1, -1)
+        logits = model.decode_logits(predictive[None], done)[0, -1]
+        byte = _pick(logits, allowed_at(len(spelled), model.config.max_word_bytes, masks), sampling, rng)
+        if byte == WORD_MARK:
+            return bytes(spelled)
+        spelled.append(byte)
+        if byte == END_OF_DOC:
+            return bytes(spelled)
+
+
+@torch.no_grad()
+def generate_words_uncached(model: HAT, prompt: str, sampling: SamplingConfig) -> list[bytes]:
+    """`generate_hat` for one prompt, re-running the encoder and backbone over the context for every word."""
+    config, device = model.config, _device(model)
+    context, prefix = prompt_words(prompt, config.max_word_bytes)
+    rng = _rngs(1, sampling)[0]
+    word_bytes, lengths = words_to_tensors([context], config.max_word_bytes)
+    vectors = model.encode_words(word_bytes[0].to(device), lengths[0].to(device))
+    new_words: list[bytes] = []
+    for _ in range(sampling.max_words):
+        window = vectors[-config.seq_words :]
+        word = spell_word_uncached(model, model.run_backbone(window[None])[0, -1], prefix, sampling, rng)
+        new_words.append(word)
+        prefix = b""
+        if word == END_OF_DOC_WORD:
+            break
+        word_tensor, word_len = words_to_tensors([[word]], config.max_word_bytes)
+        vectors = torch.cat((vectors, model.encode_words(word_tensor[0].to(device), word_len[0].to(device))))
+    return new_words
+
+
+# ----------------------------------------------------------------------------------------------- baseline
+
+
+def _token_mask(model: Baseline, tokenizer: BPETokenizer) -> torch.Tensor:
+    allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=_device(model))
     allowed[: tokenizer.vocab_size] = True  # ids past the tokenizer's are untrained padding of the embedding
-    prompt_ids = [tokenizer.eod_id, *tokenizer.encode(prompt)]
-    new: list[int] = []
-    for _ in range(sampling.max_words * 8):  # a bound for text that never completes a word (e.g. one endless run)
-        context = torch.tensor([(prompt_ids + new)[-model.config.seq_tokens :]], device=device)
-        token = _pick(model.logits(context)[0, -1], allowed, sampling, rng)
-        if token == tokenizer.eod_id:
-            break
-        new.append(token)
-        if len(split_words(tokenizer.decode(new))) > sampling.max_words:
-            break
+    return allowed
+
+
+def _baseline_done(tokenizer: BPETokenizer, new: list[int], sampling: SamplingConfig) -> bool:
+    return (
+        (bool(new) and new[-1] == tokenizer.eod_id)
+        or len(new) >= sampling.max_words * TOKENS_PER_WORD_BOUND
+        or len(split_words(tokenizer.decode(new))) > sampling.max_words
+    )
+
+
+def _baseline_text(tokenizer: BPETokenizer, new: list[int], sampling: SamplingConfig) -> str:
+    """The continuation cut to `max_words` HAT words, so both families' samples compare."""
     return join_words(split_words(tokenizer.decode(new))[: sampling.max_words])
 
 
-def continue_text(model: HAT | Baseline, tokenizer: BPETokenizer | None, prompt: str, sampling: SamplingConfig) -> str:
-    """Either family's continuation (`family.load_any_export` gives a HAT no tokenizer)."""
+@torch.no_grad()
+def generate_baseline(
+    model: Baseline, tokenizer: BPETokenizer, prompts: Sequence[str], sampling: SamplingConfig
+) -> list[str]:
+    """The baseline's continuations of `prompts`, one cached position per token."""
+    model.eval()
+    device, allowed, seq = _device(model), _token_mask(model, tokenizer), model.config.seq_tokens
+    ids = [[tokenizer.eod_id, *tokenizer.encode(p)] for p in prompts]
+    B, rngs = len(ids), _rngs(len(ids), sampling)
+    new: list[list[int]] = [[] for _ in range(B)]
+    capacity = min(seq, max(map(len, ids)) + sampling.max_words * TOKENS_PER_WORD_BOUND)
+    cache, logits = _prefill_baseline(model, [i[-seq:] for i in ids], capacity)
+    while True:
+        active = [not _baseline_done(tokenizer, n, sampling) for n in new]
+        if not any(active):
+            return [_baseline_text(tokenizer, n, sampling) for n in new]
+        step = []
+        for row in range(B):
+            if active[row]:
+                new[row].append(_pick(logits[row], allowed, sampling, rngs[row]))
+            step.append(new[row][-1] if new[row] else ids[row][-1])
+        if int(cache.lengths.max()) == cache.capacity:
+            keep = max(1, seq // 2)
+            cache, logits = _prefill_baseline(model, [(i + n)[-keep:] for i, n in zip(ids, new)], seq)
+            continue
+        counts = torch.tensor(active, device=device).long()
+        hidden = model.backbone(model.embed(torch.tensor(step, device=device)[:, None]), cache=cache, counts=counts)
+        logits = model.lm_head(hidden[:, 0])
+
+
+def _prefill_baseline(model: Baseline, rows: list[list[int]], capacity: int) -> tuple[KVCache, torch.Tensor]:
+    device = _device(model)
+    counts = torch.tensor([len(r) for r in rows], device=device)
+    tokens = torch.zeros(len(rows), int(counts.max()), dtype=torch.long, device=device)
+    for row, r in enumerate(rows):
+        tokens[row, : len(r)] = torch.tensor(r)
+    embedded = model.embed(tokens)
+    cache = KVCache(model.config.backbone, len(rows), capacity, embedded)
+    hidden = model.backbone(embedded, cache=cache, counts=counts)
+    return cache, model.lm_head(hidden[torch.arange(len(rows), device=device), counts - 1])
+
+
+@torch.no_grad()
+def generate_baseline_uncached(model: Baseline, tokenizer: BPETokenizer, prompt: str, sampling: SamplingConfig) -> str:
+    """`generate_baseline` for one prompt, re-running the whole context for every token."""
+    model.eval()
+    device, allowed, rng = _device(model), _token_mask(model, tokenizer), _rngs(1, sampling)[0]
+    prompt_ids = [tokenizer.eod_id, *tokenizer.encode(prompt)]
+    new: list[int] = []
+    while not _baseline_done(tokenizer, new, sampling):
+        context = torch.tensor([(prompt_ids + new)[-model.config.seq_tokens :]], device=device)
+        new.append(_pick(model.logits(context)[0, -1], allowed, sampling, rng))
+    return _baseline_text(tokenizer, new, sampling)
+
+
+def generate_baseline_text(model: Baseline, tokenizer: BPETokenizer, prompt: str, sampling: SamplingConfig) -> str:
+    return generate_baseline(model, tokenizer, [prompt], sampling)[0]
+
+
+def continue_texts(
+    model: HAT | Baseline, tokenizer: BPETokenizer | None, prompts: Sequence[str], sampling: SamplingConfig
+) -> list[str]:
+    """Either family's continuations (`family.load_any_export` gives a HAT no tokenizer)."""
     if tokenizer is None:
-        return generate_text(model, prompt, sampling)
-    return generate_baseline_text(model, tokenizer, prompt, sampling)
+        return generate_hat_texts(model, prompts, sampling)
+    return generate_baseline(model, tokenizer, prompts, sampling)
+
+
+def continue_text(model: HAT | Baseline, tokenizer: BPETokenizer | None, prompt: str, sampling: SamplingConfig) -> str:
+    return continue_texts(model, tokenizer, [prompt], sampling)[0]

@@ -142,6 +142,34 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.type_as(x)
 
 
+class KVCache:
+    """Keys and values of every layer of a causal stack, for generation: each new position attends to the
+    cached ones instead of re-running the prefix.
+
+    Row b holds positions [0, lengths[b]). A forward writes each row's new positions at that row's own end, so
+    prompts of different lengths share one right-padded tensor and every position keeps the RoPE angle it has
+    in training (left padding would shift them).
+    """
+
+    def __init__(self, stack: StackConfig, batch: int, capacity: int, like: torch.Tensor):
+        shape = (stack.layers, batch, stack.heads, capacity, stack.head_dim)
+        self.keys, self.values = like.new_zeros(shape), like.new_zeros(shape)
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=like.device)
+        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # RoPE tables over the capacity, made on first use
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+
+class CacheSlot(NamedTuple):
+    """One layer's part of a `KVCache` and where this forward's positions go: [B, T] indices."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    positions: torch.Tensor
+
+
 class Attention(nn.Module):
     def __init__(self, stack: StackConfig):
         super().__init__()
@@ -149,11 +177,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(stack.dim, 3 * stack.dim, bias=False)
         self.out = nn.Linear(stack.dim, stack.dim, bias=False)
 
-    def forward(self, x, cos, sin, causal: bool, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x, cos, sin, causal: bool, mask: torch.Tensor | None, cache: CacheSlot | None = None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        mask = None if key_mask is None else key_mask[:, None, None, :]
+        if cache is not None:  # store this forward's keys and values, attend over all the row's positions
+            rows = torch.arange(B, device=x.device)[:, None]
+            cache.keys[rows, :, cache.positions] = k.transpose(1, 2)
+            cache.values[rows, :, cache.positions] = v.transpose(1, 2)
+            k, v = cache.keys, cache.values
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.out(y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 
@@ -175,8 +207,8 @@ class Block(nn.Module):
         self.attn_norm, self.attn = RMSNorm(stack.dim, eps), Attention(stack)
         self.mlp_norm, self.mlp = RMSNorm(stack.dim, eps), SwiGLU(stack)
 
-    def forward(self, x, cos, sin, causal: bool, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, causal, key_mask)
+    def forward(self, x, cos, sin, causal: bool, mask: torch.Tensor | None = None, cache: CacheSlot | None = None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, causal, mask, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -189,10 +221,38 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(Block(stack, eps) for _ in range(stack.layers))
         self.norm = RMSNorm(stack.dim, eps)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        counts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, T, dim]; key_mask [B, T] (encoder). With a cache, x holds each row's next T positions, of
+        which `counts` [B] (default all T) are real: the row's cached length grows by that much."""
+        if cache is not None:
+            return self._cached(x, cache, counts)
         cos, sin = rope_tables(x.shape[1], self.config.head_dim, self.theta, x.device)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
         for block in self.blocks:
-            x = block(x, cos, sin, self.causal, key_mask)
+            x = block(x, cos, sin, self.causal, mask)
+        return self.norm(x)
+
+    def _cached(self, x: torch.Tensor, cache: KVCache, counts: torch.Tensor | None) -> torch.Tensor:
+        T = x.shape[1]
+        counts = torch.full_like(cache.lengths, T) if counts is None else counts
+        if int((cache.lengths + counts).max()) > cache.capacity:
+            raise ValueError(f"KV cache of {cache.capacity} positions is full")
+        # padding positions (past a row's count) may run past the end: clamped, they only overwrite padding
+        positions = (cache.lengths[:, None] + torch.arange(T, device=x.device)).clamp(max=cache.capacity - 1)
+        if cache.rope is None:  # once per cache, not per generated position
+            cache.rope = rope_tables(cache.capacity, self.config.head_dim, self.theta, x.device)
+        cos, sin = (table[positions][:, None] for table in cache.rope)  # [B, 1, T, head_dim/2]
+        visible = torch.arange(cache.capacity, device=x.device) <= positions[..., None]  # causal over the row
+        for layer, block in enumerate(self.blocks):
+            slot = CacheSlot(cache.keys[layer], cache.values[layer], positions)
+            x = block(x, cos, sin, False, visible[:, None], slot)
+        cache.lengths += counts
         return self.norm(x)
 
 
@@ -260,9 +320,11 @@ class HAT(nn.Module):
         hidden = self.encoder(self.encoder_embed(tokens), key_mask=key_mask)
         return self.encoder_to_backbone(hidden[:, 0])
 
-    def run_backbone(self, word_vectors: torch.Tensor) -> torch.Tensor:
-        """Predictive embeddings [B, N, decoder_dim]: entry i conditions the spelling of word i+1."""
-        return self.backbone_to_decoder(self.backbone(word_vectors))
+    def run_backbone(self, word_vectors: torch.Tensor, cache: KVCache | None = None, counts=None) -> torch.Tensor:
+        """Predictive embeddings [B, N, decoder_dim]: entry i conditions the spelling of word i+1.
+
+        With a cache (generation), `word_vectors` are each row's next words (see `Stack.forward`)."""
+        return self.backbone_to_decoder(self.backbone(word_vectors, cache=cache, counts=counts))
 
     def decode_logits(self, predictive: torch.Tensor, word_bytes: torch.Tensor) -> torch.Tensor:
         """Logits [n, L+1, 256] for spelling words [n, L] (teacher-forced) from predictive embeddings [n, d]."""

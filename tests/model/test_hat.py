@@ -5,7 +5,6 @@ import sys
 import pytest
 import torch
 
-from hierpt.model.generate import SamplingConfig, generate_text, generate_words
 from hierpt.model.hat import HAT, HATConfig, build_meta, flops_per_word
 from hierpt.splitting import (
     END_OF_DOC_WORD,
@@ -15,56 +14,13 @@ from hierpt.splitting import (
     words_to_tensors,
 )
 
-TEXT = (
-    "The quick brown fox jumps over the lazy dog. Der schnelle braune Fuchs springt. "
-    "Быстрая лиса прыгает. 快速的狐狸跳。"
-)
-MAX_BYTES = 32
-
-
-def tiny_model(seed: int = 0) -> HAT:
-    torch.manual_seed(seed)
-    return HAT(HATConfig.from_name("tiny"))
-
-
-def batch(*texts: str):
-    return words_to_tensors([document_words(t, MAX_BYTES) for t in texts], MAX_BYTES)
-
-
-@pytest.fixture(scope="module")
-def overfit_model():
-    """A tiny model trained to memorise TEXT, with its loss history."""
-    model = tiny_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    word_bytes, lengths = batch(TEXT)
-    losses = []
-    for _ in range(400):
-        out = model(word_bytes, lengths)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
-    return model.eval(), losses, out
+from tests.fixtures.models import MAX_BYTES, TEXT, batch, tiny_model
 
 
 def test_tiny_model_overfits_multilingual_text(overfit_model):
     model, losses, last = overfit_model
     assert losses[-1] < 0.05 * losses[0]
-    assert last.words_correct == last.words == len(document_words(TEXT, MAX_BYTES)) - 1
-
-
-def test_greedy_generation_reproduces_memorised_text_and_stops_at_end_of_document(overfit_model):
-    model, _, _ = overfit_model
-    prompt = "The quick brown"
-    new_words = generate_words(model, split_words(prompt, MAX_BYTES), SamplingConfig(max_words=50))
-    assert new_words[-1] == END_OF_DOC_WORD
-    assert prompt + join_words(new_words) == TEXT
-
-
-def test_sampling_is_seeded(overfit_model):
-    model, _, _ = overfit_model
-    hot = SamplingConfig(max_words=8, temperature=1.5, top_p=0.9, seed=7)
-    assert generate_text(model, "Der", hot) == generate_text(model, "Der", hot)
+    assert last.words_correct == last.words == len(document_words(TEXT, MAX_BYTES))
 
 
 def test_changing_word_k_never_changes_predictions_for_earlier_words():
