@@ -222,8 +222,14 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
     except ValidationError as error:
         first = error.errors()[0]
         loc = first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]  # drop the union tag
-        where = ".".join(str(p) for p in loc) or "(top level)"
+        where = ".".join(_field(p) for p in loc) or "(top level)"
         raise ValueError(f"{source}: {where}: {first['msg']}") from None
+
+
+def _field(key) -> str:
+    """A field path component as a user can read it on one line (a key with odd characters quoted)."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
 def _credentials_at(raw, path: str = "") -> str | None:
@@ -235,7 +241,9 @@ def _credentials_at(raw, path: str = "") -> str | None:
     else:
         return (path or "(top level)") if isinstance(raw, str) and has_credentials(raw) else None
     for key, value in items:
-        found = _credentials_at(value, f"{path}.{key}" if path else str(key))
+        if isinstance(key, str) and has_credentials(key):  # a key is echoed too, e.g. as an unknown field
+            return path or "(top level)"
+        found = _credentials_at(value, f"{path}.{_field(key)}" if path else _field(key))
         if found is not None:
             return found
     return None

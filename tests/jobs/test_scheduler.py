@@ -148,7 +148,7 @@ def test_two_concurrent_submissions_of_one_run_train_it_once(ray_head, specs, tm
     assert refused.attempts == 0 and "exit code 2" in refused.message  # its own error: not resubmitted
     assert "refusing a second trainer" in refused.message and "twice" in refused.message
 
-    steps = [json.loads(line)["step"] for line in (tmp_path / "trace" / "rank00000.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "trace" / "rank0.jsonl").read_text().splitlines()]
     assert steps == list(range(6))  # one trainer: every step once, in order
     assert [step for step, _ in committed_checkpoints(spec.run_url)] == [4, 6]  # keep_last 2, one writer
 

@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hierpt.jobs.specs import (
     ContinuedPretrainJob,
@@ -198,3 +200,45 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
 
     continued = load_spec(JOBS / "hat_vs_bpe_continue_fi.yaml").jobs()  # continues these very models
     assert {s.model.build_config() for s in continued if s.kind == "continued_pretrain"} == {hat_config, bpe_config}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_nan=True) | st.text(max_size=20)
+    | st.sampled_from(["s3://k:pl4nted-s3cret@b/x", "../..", "/tmp/x", "pretrain", "eval", "hat", "baseline", "tiny"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+FIELDS = ["kind", "name", "storage", "data", "steps", "global_batch", "micro_batch", "num_workers", "env",
+          "env_visible_to_cluster_users", "model", "optimizer", "checkpoint", "faults", "init_from", "retry",
+          "evaluate", "stages", "zero_stage", "run", "checkpoint", "text", "output", "recipe", "freeze"]  # fmt: skip
+SPECS = st.one_of(
+    st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6).map(lambda changes: {**PRETRAIN, **changes}),
+    st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=8),
+    JSON,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(raw=SPECS)
+def test_generated_specs_are_accepted_or_refused_in_one_line(raw):
+    """Issue 12.6 fuzzing: whatever a spec holds, the validator answers in one line naming the source."""
+    try:
+        spec = parse_spec(raw, source="gen.yaml")
+    except ValueError as error:
+        message = str(error)
+        assert message.startswith("gen.yaml: ") and "\n" not in message and "pl4nted-s3cret" not in message, message
+        return
+    if spec.run_name is not None:  # an accepted run stays inside its storage
+        assert spec.run_url.rsplit("/", 1) == [spec.storage.rstrip("/"), spec.name]
+    assert "pl4nted-s3cret" not in spec.model_dump_json()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_generated_spec_files_are_accepted_or_refused_in_one_line(content, tmp_path):
+    path = tmp_path / "gen.yaml"
+    path.write_bytes(content)
+    try:
+        load_spec(path)
+    except ValueError as error:
+        assert str(error).startswith(f"{path}: ") and "\n" not in str(error), str(error)

@@ -64,10 +64,10 @@ def test_a_truncated_state_file_is_one_line_naming_it(tmp_path):
 
 @pytest.mark.integration
 def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_and_none_left_exits_2(
-    ray_local, shards_a, tmp_path, capsys
+    ray_local, shards_a, tmp_path, capsys, monkeypatch
 ):
     """Issue 12.3: a truncated optimizer shard was fatal, retried as infrastructure (exit 75), and `hierpt export`
-    of the run died with a traceback."""
+    of the run died with a traceback (and issue 12.6: a relative run path gave "URI has empty scheme")."""
     import json
     import subprocess
     import sys
@@ -86,7 +86,8 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_a
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     capsys.readouterr()
 
-    cli(["export", run, "--output", str(tmp_path / "export")])
+    monkeypatch.chdir(tmp_path)
+    cli(["export", "runs/damaged", "--output", "export"])
     skipped = capsys.readouterr().err.splitlines()[0]  # then DeepSpeed's own progress bar
     assert skipped.startswith("hierpt: skipping a damaged checkpoint") and latest in skipped and shard.name in skipped
     exported = json.loads((tmp_path / "export" / "config.json").read_text())
