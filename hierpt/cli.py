@@ -182,38 +182,24 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _probability(text: str) -> float:
-    value = _finite(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
-    return value
+def _number(parse, accept, requirement: str):
+    """An argparse type: a finite number that `accept`s, else a one-line error naming the flag."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {requirement}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"{text} is not {requirement}")
+        return value
+
+    return convert
 
 
-def _non_negative(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
+_probability = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
+_non_negative = _number(float, lambda v: v >= 0, "a finite number >= 0")
+_positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
 
 
 def _json_file(text: str) -> str:
