@@ -105,3 +105,18 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_a
     last = refused.stderr.strip().splitlines()[-1]
     assert refused.returncode == 2, refused.stderr
     assert "no intact checkpoint left" in last and checkpoint.STATE_FILE in last and "Traceback" not in refused.stderr
+
+
+def test_an_init_from_export_of_another_family_is_refused_before_ray_starts(shards_a, tmp_path):
+    """Issue 12.6: a HAT `init_from` a baseline export failed only after 4 worker-group attempts."""
+    from hierpt.model.baseline import BaselineConfig
+    from hierpt.train.run import train
+
+    config = BaselineConfig.from_name("tiny")
+    tokenizer = BPETokenizer.train(["a small vocabulary for a small test"] * 3, vocab_size=config.vocab_size)
+    export = save_baseline_export(Baseline(config).state_dict(), config, tokenizer, str(tmp_path / "bpe"))
+    job = TrainJob.model_validate({"name": "t", "storage": str(tmp_path / "runs"), "data": {"shards": shards_a},
+                                   "steps": 1, "init_from": export})  # fmt: skip
+    with pytest.raises(ValueError, match=f"init_from {export} is a baseline export, but model.family is hat"):
+        train(job)
+    assert not (tmp_path / "runs").exists()  # refused before the run's lease or any checkpoint was touched
