@@ -87,3 +87,16 @@ def test_a_planted_secret_is_nowhere_in_the_db_job_info_job_logs_or_ray_session_
         assert matches(Path(ray_head.temp_dir), secret) == [], what
     info = scheduler.client.get_job_info(f"{job_id}-a0")
     assert info.runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]  # settings do travel
+
+    # the control: the explicit opt-in does put the value where everyone with cluster access reads it, and the
+    # search above would have found it (issue 12.1 measured 41 matches in Ray's session logs for one job)
+    control = Scheduler(Store(tmp_path / "control.db"), connect(ray_head))
+    control.submit(parse_spec({"kind": "eval", "checkpoint": str(tmp_path / "none"), "text": str(heldout),
+                               "output": str(tmp_path / "evals"), "env_visible_to_cluster_users": ["HIERPT_PLANTED_TOKEN"]}),
+                   job_id="control")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while control.store.jobs(ACTIVE) and time.monotonic() < deadline:
+        control.tick()
+        time.sleep(1)
+    assert control.client.get_job_info("control-a0").runtime_env["env_vars"]["HIERPT_PLANTED_TOKEN"] == planted
+    assert matches(Path(ray_head.temp_dir), planted.encode())
