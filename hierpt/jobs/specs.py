@@ -223,7 +223,7 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
         first = error.errors()[0]
         loc = first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]  # drop the union tag
         where = ".".join(_field(p) for p in loc) or "(top level)"
-        raise ValueError(f"{source}: {where}: {first['msg']}") from None
+        raise ValueError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _field(key) -> str:
