@@ -3,6 +3,10 @@
 # touches other Ray instances on the machine (`ray stop` would stop them all).
 #   cluster/local.sh start   -> prints RAY_ADDRESS for the Jobs API
 #   cluster/local.sh stop
+# Object-store credentials are the cluster's own: every Ray process inherits this script's environment, so
+# export AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL ... before `start`, or name a file of
+# KEY=VALUE lines in HIERPT_CLUSTER_ENV_FILE (as a Kubernetes secret would hold them). Jobs then reach the
+# store without any secret in their specs or runtime envs.
 set -euo pipefail
 TEMP_DIR=${HIERPT_RAY_TEMP_DIR:-/tmp/hierpt-ray-$(id -u)}
 GCS_PORT=${HIERPT_RAY_PORT:-6390}            # outside Ray's default worker port range 10002-19999
@@ -21,6 +25,11 @@ case "${1:-}" in
       exit 0
     fi
     mkdir -p "$TEMP_DIR"
+    if [[ -n ${HIERPT_CLUSTER_ENV_FILE:-} ]]; then
+      set -a; source "$HIERPT_CLUSTER_ENV_FILE"; set +a
+    fi
+    held=$(compgen -e | grep -E '^AWS_' | tr '\n' ' ' || true)
+    echo "cluster environment holds: ${held:-no AWS_* settings (s3:// run storage needs them)}" >&2  # names only
     # setsid: every Ray daemon of this cluster shares one new process group, recorded for `stop`.
     setsid "$RAY" start --head --port="$GCS_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
       --dashboard-agent-listen-port="$AGENT_PORT" --ray-client-server-port="$CLIENT_PORT" \

@@ -1,11 +1,22 @@
-"""The `hierpt` command. Each subcommand imports its stage lazily, so `hierpt model-info` stays instant."""
+"""The `hierpt` command. Each subcommand imports its stage lazily, so `hierpt model-info` stays instant.
+
+Every error is one line naming the field, file or flag, and a non-zero exit (2: bad input, 1: anything
+else); `--verbose` (or HIERPT_VERBOSE=1) adds the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import traceback
+from pathlib import Path
+
+from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials
+
+INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def _model_info(args: argparse.Namespace) -> None:
@@ -91,6 +102,9 @@ def _jobs(args: argparse.Namespace) -> None:
     from hierpt.jobs.specs import load_spec
     from hierpt.jobs.store import Store
 
+    if args.action not in ("watch", "list") and not args.target:
+        what = {"submit": "a spec YAML", "results": "a run name"}.get(args.action, "a job id")
+        raise ValueError(f"jobs {args.action} needs {what}")
     if args.action == "results":
         store = Store(args.db)
         rows = store.results(args.target)
@@ -102,19 +116,28 @@ def _jobs(args: argparse.Namespace) -> None:
         for job in Store(args.db).jobs():
             print(f"{job.job_id:<44} {job.kind:<19} {job.state:<10} attempts={job.attempts:<3} {job.message[:80]}")
         return
-    scheduler = _scheduler(args)
+    recorded = Store(args.db).job(args.target) if args.action in ("status", "logs", "cancel") else None
+    spec = load_spec(args.target) if args.action == "submit" else None  # bad input is named before Ray is asked
+    try:
+        scheduler = _scheduler(args)
+    except ConnectionError as error:
+        if recorded is None:
+            raise
+        raise ConnectionError(f"{error}; last recorded state of {recorded.job_id}: {recorded.state}") from None
     if args.action == "submit":
-        print(scheduler.submit(load_spec(args.target)))
+        print(scheduler.submit(spec))
     elif args.action == "watch":
-        scheduler.run(poll_s=args.poll, until_idle=args.until_idle)
+        scheduler.run(poll_s=args.poll, until_idle=args.until_idle, give_up_after_s=args.give_up_after)
     elif args.action == "cancel":
-        scheduler.cancel(args.target)
+        print(scheduler.cancel(args.target))
+    elif args.action == "status":
+        job = scheduler.refresh(args.target)  # Ray's word, not only the store's: a `ray job stop` shows at once
+        print(json.dumps({"job": job.job_id, "state": job.state, "attempts": job.attempts, "message": job.message}))
     else:
         job = scheduler.store.job(args.target)
-        if args.action == "status":
-            print(json.dumps({"job": job.job_id, "state": job.state, "attempts": job.attempts, "message": job.message}))
-        else:
-            print(scheduler.client.get_job_logs(job.current_submission))
+        if scheduler._lookup(job.current_submission) is None:
+            raise ValueError(f"Ray holds no logs of {job.current_submission} (never sent, or the cluster restarted)")
+        print(scheduler.client.get_job_logs(job.current_submission))
 
 
 def _prep(args: argparse.Namespace) -> None:
@@ -134,11 +157,15 @@ def _train(args: argparse.Namespace) -> None:
     from hierpt.jobs import execute
     from hierpt.jobs.specs import load_spec
 
+    from hierpt.jobs.specs import parse_spec
+
     spec = load_spec(args.job)
     if spec.kind not in ("pretrain", "continued_pretrain"):
         raise ValueError(f"{args.job}: `hierpt train` runs pretrain and continued_pretrain specs, not {spec.kind}")
     overrides = {k: v for k, v in (("name", args.name), ("storage", args.storage)) if v is not None}
-    execute.main(spec.model_copy(update=overrides))
+    if overrides:  # validated like the spec's own fields (a --name must be a run name, too)
+        spec = parse_spec({**spec.model_dump(mode="json"), **overrides}, source=f"{args.job} with --name/--storage")
+    execute.main(spec)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -147,8 +174,48 @@ def _export(args: argparse.Namespace) -> None:
     print(export(resolve(args.checkpoint), args.output))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(parse, accept, requirement: str):
+    """An argparse type: a finite number that `accept`s, else a one-line error naming the flag."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {requirement}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"{text} is not {requirement}")
+        return value
+
+    return convert
+
+
+_probability = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
+_non_negative = _number(float, lambda v: v >= 0, "a finite number >= 0")
+_positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
+
+
+def _json_file(text: str) -> str:
+    """A local file (a URL is passed on as it is): a directory here fails later and less clearly."""
+    if "://" not in text:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory, not a tokenizer JSON file")
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hierpt", description=__doc__)
+    parser = Parser(prog="hierpt", description=__doc__)
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error (or HIERPT_VERBOSE=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("model-info", help="parameter counts per module of a preset (no weights allocated)")
@@ -160,19 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="continue a prompt with an exported checkpoint")
     gen.add_argument("--checkpoint", required=True, help="export directory or URL (hierpt export)")
     gen.add_argument("--prompt", required=True)
-    gen.add_argument("--max-words", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--max-words", type=_positive_int, default=64)
+    gen.add_argument("--temperature", type=_non_negative, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-p", type=_probability, default=1.0, help="nucleus sampling: in (0, 1]")
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(run=_generate)
 
     prep = commands.add_parser("prep", help="raw corpora -> word-segmented byte shards + manifest (Ray Data)")
     prep.add_argument("recipe", help="recipe YAML (see data_prep/README.md)")
     prep.add_argument("--output", help="shard set URL (file path, s3://...); default: the recipe's `output`")
-    prep.add_argument("--workers", type=int, help="parallel Ray tasks (default: all CPUs of the cluster)")
-    prep.add_argument("--seq-tokens", type=int, help="write BPE token shards (the baseline's) of this many ids per row")
-    prep.add_argument("--vocab-size", type=int, help="token shards: train a BPE tokenizer with this many ids")
-    prep.add_argument("--tokenizer", help="token shards: reuse this tokenizer JSON instead of training one")
+    prep.add_argument("--workers", type=_positive_int, help="parallel Ray tasks (default: all CPUs of the cluster)")
+    prep.add_argument("--seq-tokens", type=_positive_int,
+                      help="write BPE token shards (the baseline's) of this many ids per row")  # fmt: skip
+    prep.add_argument("--vocab-size", type=_positive_int, help="token shards: train a BPE tokenizer with this many ids")
+    prep.add_argument("--tokenizer", type=_json_file, help="token shards: reuse this tokenizer JSON instead of training one")
     prep.set_defaults(run=_prep)
 
     tr = commands.add_parser("train", help="distributed HAT training (Ray Train + DeepSpeed); resumes a run by name")
@@ -190,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="export directory or URL (HAT or baseline)")
     ev.add_argument("--text", required=True, help="JSONL with `text` and optional `lang`, or plain text")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    ev.add_argument("--tokenizer", help="BPE tokenizer JSON: adds bytes per token to a HAT's compression")
+    ev.add_argument("--tokenizer", type=_json_file, help="BPE tokenizer JSON: adds bytes per token to a HAT's compression")
     ev.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
-    ev.add_argument("--rate", type=float, default=0.1, help="share of words each perturbation changes")
+    ev.add_argument("--rate", type=_probability, default=0.1, help="share of words each perturbation changes")
     ev.add_argument("--output", help="also write the result JSON to this file")
     ev.set_defaults(run=_eval)
 
@@ -210,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole pipeline on local Ray with the built-in sample corpus")
     demo.add_argument("--workdir", default="runs/demo", help="everything the demo writes goes here")
-    demo.add_argument("--steps", type=int, help="training steps (default: the demo's own)")
+    demo.add_argument("--steps", type=_positive_int, help="training steps (default: the demo's own)")
     demo.set_defaults(run=_demo)
 
     run = commands.add_parser("run", help="run one job spec (prep, pretrain, continued_pretrain, eval) here")
@@ -224,8 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--address", help="Ray dashboard address; default $RAY_ADDRESS")
     jobs.add_argument("--db", default=os.environ.get("HIERPT_SCHEDULER_DB", "hierpt-scheduler.db"))
     jobs.add_argument("--entrypoint", help="command that starts hierpt on the cluster (default: this Python)")
-    jobs.add_argument("--poll", type=float, default=5.0, help="watch: seconds between checks")
+    jobs.add_argument("--poll", type=_non_negative, default=5.0, help="watch: seconds between checks")
     jobs.add_argument("--until-idle", action="store_true", help="watch: return when no job is queued or running")
+    jobs.add_argument("--give-up-after", type=_non_negative, default=900.0,
+                      help="watch: stop (exit 1, jobs kept) when the cluster has not answered for this many seconds")  # fmt: skip
     jobs.add_argument("--plot", help="results: PNG path (default RUN-evals.png)")
     jobs.set_defaults(run=_jobs)
 
@@ -233,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(has_credentials(token.partition("=")[2] or token) for token in argv):  # refused before it is echoed
+        print(f"hierpt: error: {CREDENTIALS_IN_URL}", file=sys.stderr)
+        sys.exit(2)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command == "compute-match":
@@ -241,10 +315,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, PermissionError) as error:
-        # Bad input is the user's to fix: one line, no traceback.
-        print(f"hierpt {args.command}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:  # one line for every error; the traceback only when asked for
+        if args.verbose or os.environ.get("HIERPT_VERBOSE") == "1":
+            traceback.print_exc()
+        print(f"hierpt {args.command}: error: {describe(error)}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, INPUT_ERRORS) else 1)
+
+
+def describe(error: BaseException) -> str:
+    """An error in one line: bad input as its message, anything else with its type and a pointer to --verbose."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = "; ".join(lines[:1]) or type(error).__name__
+    if isinstance(error, INPUT_ERRORS) or isinstance(error, ConnectionError):
+        return text
+    return f"{type(error).__name__}: {text} (--verbose for the traceback)"
 
 
 if __name__ == "__main__":

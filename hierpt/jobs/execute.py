@@ -93,14 +93,15 @@ def resolve_checkpoint(source: str) -> str:
     from hierpt.train import checkpoint
 
     try:
-        return _checkpoint_url(checkpoint.resolve(source))
+        return checkpoint.url(checkpoint.resolve(source))
     except FileNotFoundError as error:
         raise ValueError(f"optimizer_state: keep needs a run or checkpoint to continue from: {error}") from None
 
 
 def committed_checkpoints(run_url: str) -> list[tuple[int, str]]:
-    """(step, URL) of every checkpoint Ray Train has committed for a run, oldest first; [] before the first."""
-    from hierpt.train.checkpoint import read_state, run_result
+    """(step, URL) of every intact checkpoint Ray Train has committed for a run, oldest first; [] before the
+    first. A damaged one is left out (the run resumes from an earlier one and writes that step again)."""
+    from hierpt.train.checkpoint import CorruptCheckpoint, read_state, run_result, url, verify
 
     try:
         result = run_result(run_url)
@@ -108,17 +109,16 @@ def committed_checkpoints(run_url: str) -> list[tuple[int, str]]:
         return []
     found = []
     for ckpt, metrics in result.best_checkpoints:
+        try:
+            verify(ckpt)
+        except CorruptCheckpoint:
+            continue
         step = metrics.get("step")
         if step is None:
             with ckpt.as_directory() as local:
                 step = read_state(local).step
-        found.append((int(step), _checkpoint_url(ckpt)))
+        found.append((int(step), url(ckpt)))
     return sorted(found)
-
-
-def _checkpoint_url(ckpt) -> str:
-    scheme = ckpt.filesystem.type_name
-    return ckpt.path if scheme == "local" else f"{scheme}://{ckpt.path}"
 
 
 def evaluate_checkpoints(spec: EvalJob) -> dict:

@@ -26,9 +26,14 @@ import fsspec
 from hierpt.jobs.execute import EXIT_INFRASTRUCTURE, committed_checkpoints
 from hierpt.jobs.specs import EvalJob, JobSpec, forwarded_env, parse_spec
 from hierpt.jobs.store import ACTIVE, Job, Store
+from hierpt.train.lease import LEASE_ATTEMPT, LEASE_JOB
 
 TRAINING = ("pretrain", "continued_pretrain")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class ClusterUnreachable(ConnectionError):
+    """The Ray cluster did not answer: one line for the user, no traceback."""
 
 
 def connect(address: str | None = None):
@@ -39,7 +44,10 @@ def connect(address: str | None = None):
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ValueError("no Ray cluster address: pass --address or set RAY_ADDRESS (e.g. http://127.0.0.1:8265)")
-    return JobSubmissionClient(address, headers=auth_headers())
+    try:
+        return JobSubmissionClient(address, headers=auth_headers())
+    except (ConnectionError, RuntimeError, OSError) as error:
+        raise ClusterUnreachable(f"cannot reach the Ray cluster at {address}: {_first_line(error)}") from None
 
 
 def auth_headers() -> dict[str, str]:
@@ -56,11 +64,21 @@ class Scheduler:
         self.client = client
         # How a cluster node starts hierpt; the default suits clusters that share this machine's environment.
         self.entrypoint = entrypoint or f"{shlex.quote(sys.executable)} -m hierpt.cli"
+        self.unreachable_since: float | None = None
 
     # -- user commands -------------------------------------------------------------------------------
     def submit(self, spec: JobSpec, job_id: str | None = None) -> str:
-        """Queue a validated spec; it is sent on the next tick. Credentials are checked now, not on the cluster."""
+        """Queue a validated spec; it is sent on the next tick. Forwarded variables are checked now, not on the
+        cluster; a run already being trained from this store is refused (two trainers would interleave its
+        checkpoints; the run's lease stops trainers submitted from elsewhere)."""
         forwarded_env(spec)
+        if spec.kind in TRAINING:
+            for other in self.store.jobs(ACTIVE):
+                if other.kind in TRAINING and other.run_name == spec.run_name:
+                    raise ValueError(
+                        f"run {spec.run_name} is already being trained by job {other.job_id} ({other.state}): "
+                        "wait for it, cancel it, or give this spec another name"
+                    )
         job_id = job_id or _new_id(spec.kind)
         raw = spec.model_dump(mode="json")
         if not self.store.add_job(job_id, spec.kind, raw, spec.run_name):
@@ -68,11 +86,23 @@ class Scheduler:
         self.tick()
         return job_id
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str) -> str:
+        """Stop an active job (Ray first, so a cluster that does not answer leaves the store as it was)."""
         job = self.store.job(job_id)
-        self.store.update_job(job_id, state="cancelled", message="cancelled by user")
-        if self.store.submission(job.current_submission) and self._exists(job.current_submission):
+        if job.state not in ACTIVE:
+            raise ValueError(f"job {job_id} already {job.state}: nothing to cancel, nothing changed")
+        submission = self.store.submission(job.current_submission)
+        if submission is not None and self._lookup(job.current_submission) is not None:
             self.client.stop_job(job.current_submission)
+        self.store.update_job(job_id, state="cancelled", message="cancelled by user")
+        return f"job {job_id} cancelled"
+
+    def refresh(self, job_id: str) -> Job:
+        """The job as Ray reports it now (a `ray job stop` or a lost cluster shows at once); errors propagate."""
+        job = self.store.job(job_id)
+        if job.state == "running":
+            self._observe(job)
+        return self.store.job(job_id)
 
     # -- the reconcile loop ------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -82,48 +112,66 @@ class Scheduler:
                     self._send(job)
                 elif job.state == "running":
                     self._observe(job)
+                self.unreachable_since = None
             except (RuntimeError, ConnectionError, OSError) as error:
                 # The cluster did not answer (starting up, restarting, unreachable): the job keeps its state
                 # and the next tick asks again. Nothing was recorded as sent that Ray did not accept.
-                message = f"cluster not answering, retrying: {error}".splitlines()[0]
-                print(f"hierpt jobs: {job.job_id}: {message}", file=sys.stderr)
-                self.store.update_job(job.job_id, message=message)
-            except ValueError as error:  # e.g. a credential the spec names is no longer in this environment
+                self.unreachable_since = self.unreachable_since or time.time()
+                message = f"cluster not answering, retrying: {_first_line(error)}"
+                if message != job.message:  # said once, not on every poll
+                    print(f"hierpt jobs: {job.job_id}: {message}", file=sys.stderr)
+                    self.store.update_job(job.job_id, message=message)
+            except ValueError as error:  # e.g. a variable the spec forwards is no longer in this environment
                 self.store.update_job(job.job_id, state="failed", message=str(error))
         self._queue_checkpoint_evals()
 
-    def run(self, poll_s: float = 5.0, until_idle: bool = False) -> None:
+    def run(self, poll_s: float = 5.0, until_idle: bool = False, give_up_after_s: float = 900.0) -> None:
+        """Tick until idle (or forever); a cluster silent for `give_up_after_s` ends the watch, jobs kept."""
         while True:
             self.tick()
             if until_idle and not self.store.jobs(ACTIVE):
                 return
+            if self.unreachable_since and time.time() - self.unreachable_since > give_up_after_s:
+                raise ClusterUnreachable(
+                    f"the Ray cluster has not answered for {give_up_after_s:.0f} s; jobs keep their state, "
+                    "run `hierpt jobs watch` again once it is back"
+                )
             time.sleep(poll_s)
 
     def _send(self, job: Job) -> None:
         submission_id = self.store.record_submission(job)
-        if not self.store.submission(submission_id)["sent"] and not self._exists(submission_id):
+        if not self.store.submission(submission_id)["sent"] and self._lookup(submission_id) is None:
             spec = parse_spec(job.spec, source=f"job {job.job_id}")
+            # The run's lease names this job: a later attempt of it takes the run over from an attempt Ray has
+            # ended or forgotten (hierpt/train/lease.py); any other trainer of the run is refused.
+            owner = {LEASE_JOB: job.job_id, LEASE_ATTEMPT: str(job.attempts)}
             self.client.submit_job(
                 entrypoint=f"{self.entrypoint} run --spec-json {shlex.quote(json.dumps(job.spec))}",
                 submission_id=submission_id,
-                runtime_env={"env_vars": {**forwarded_env(spec), "RAY_TRAIN_V2_ENABLED": "1"}},
+                runtime_env={"env_vars": {**forwarded_env(spec), **owner, "RAY_TRAIN_V2_ENABLED": "1"}},
                 metadata={"hierpt_job": job.job_id, "attempt": str(job.attempts)},
                 entrypoint_num_cpus=spec.entrypoint_num_cpus,
             )
         self.store.update_submission(submission_id, sent=1)
         self.store.update_job(job.job_id, state="running")
 
-    def _exists(self, submission_id: str) -> bool:
-        """Whether Ray already has this submission (sent just before a scheduler crash)."""
+    def _lookup(self, submission_id: str):
+        """Ray's record of a submission, or None when Ray does not know it (never sent, or forgotten by a
+        restarted cluster); other failures (cluster not answering) propagate."""
         try:
-            self.client.get_job_info(submission_id)
-        except RuntimeError:
-            return False
-        return True
+            return self.client.get_job_info(submission_id)
+        except RuntimeError as error:
+            if "status code 404" in str(error) or "does not exist" in str(error):
+                return None
+            raise
 
     def _observe(self, job: Job) -> None:
         submission_id = job.current_submission
-        info = self.client.get_job_info(submission_id)
+        info = self._lookup(submission_id)
+        if info is None:  # the cluster restarted and took the driver with it: a lost job, resubmitted
+            self.store.update_submission(submission_id, ray_status="LOST", message="unknown to Ray")
+            self._resubmit(job, f"Ray no longer knows submission {submission_id} (cluster restarted?)")
+            return
         status = str(info.status.value if hasattr(info.status, "value") else info.status)
         self.store.update_submission(submission_id, ray_status=status, message=info.message or "")
         if status not in TERMINAL:
@@ -168,6 +216,7 @@ class Scheduler:
                     checkpoint=checkpoint,
                     output=f"{run_url}/evals/step-{step:08d}",
                     env=job.spec.get("env", []),
+                    env_visible_to_cluster_users=job.spec.get("env_visible_to_cluster_users", []),
                     **settings,
                 )
                 self.store.add_job(
@@ -196,6 +245,11 @@ def is_interruption(status: str, exit_code: int | None) -> bool:
     if exit_code is None or exit_code < 0 or exit_code >= 128:
         return True  # no exit code: the driver or its node vanished; >= 128 / < 0: killed by a signal
     return exit_code == EXIT_INFRASTRUCTURE
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _new_id(kind: str) -> str:

@@ -3,7 +3,10 @@
 One YAML file = one job, its `kind` picks the model: `prep`, `pretrain`, `continued_pretrain`, `eval`, or
 `experiment` (stages run in order, then a comparison report). Specs are validated completely before anything
 is submitted; errors name the file and the field path.
-Secrets never live in specs: `env` names environment variables whose values the submitter forwards.
+Secrets never live in specs, nor travel with jobs: credentials are the cluster's own (hierpt/storage_env.py).
+`env` names non-secret variables (endpoint, region) whose values the submitter forwards;
+`env_visible_to_cluster_users` forwards others, e.g. an API key, whose values everyone with access to the
+cluster can then read (the Jobs API serves every job's runtime_env; Ray's agents log it).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pydantic import (
 )
 
 from hierpt.data.recipe import TokenShardSpec
-from hierpt.train.config import TrainJob
+from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials, looks_secret
+from hierpt.train.config import TrainJob, check_run_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -46,16 +50,29 @@ class Submission(BaseModel):
     """Fields every job kind shares: where it runs and what it needs from the submitter."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    env: list[str] = Field(default_factory=list)  # names of environment variables to forward (credentials)
+    env: list[str] = Field(default_factory=list)  # non-secret variables to forward (endpoint, region)
+    # Forwarded although secret-looking: their values are readable by everyone with access to the cluster.
+    env_visible_to_cluster_users: list[str] = Field(default_factory=list)
     retry: RetryPolicy = RetryPolicy()
     entrypoint_num_cpus: float = Field(0, ge=0)
 
-    @field_validator("env")
+    @field_validator("env", "env_visible_to_cluster_users")
     @classmethod
     def _names_only(cls, names: list[str]) -> list[str]:
         for name in names:
             if not ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name (specs hold names, never values)")
+        return names
+
+    @field_validator("env")
+    @classmethod
+    def _no_secrets(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if looks_secret(name):
+                raise ValueError(
+                    f"{name} looks like a secret: credentials belong to the cluster (README: Credentials); to "
+                    "forward it anyway, list it in env_visible_to_cluster_users (readable by all cluster users)"
+                )
         return names
 
 
@@ -168,6 +185,11 @@ class ExperimentJob(Submission):
     stages: list[str | dict] = Field(min_length=1)  # a spec file's path, or a spec; held as specs once loaded
     compare: CompareSettings | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_run_name(value)
+
     @field_validator("stages")
     @classmethod
     def _stages_are_specs(cls, stages: list[str | dict]) -> list[dict]:
@@ -198,13 +220,39 @@ _ADAPTER = TypeAdapter(JobSpec)
 def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: a job spec is a YAML mapping")
+    where = _credentials_at(raw)
+    if where is not None:  # checked before pydantic, so no error message can echo the value
+        raise ValueError(f"{source}: {where}: {CREDENTIALS_IN_URL}")
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as error:
         first = error.errors()[0]
         loc = first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]  # drop the union tag
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        raise ValueError(f"{source}: {where}: {first['msg']}") from None
+        where = ".".join(_field(p) for p in loc) or "(top level)"
+        raise ValueError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _field(key) -> str:
+    """A field path component as a user can read it on one line (a key with odd characters quoted)."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
+def _credentials_at(raw, path: str = "") -> str | None:
+    """The field path of the first string holding a URL with credentials, or None."""
+    if isinstance(raw, dict):
+        items = raw.items()
+    elif isinstance(raw, list):
+        items = enumerate(raw)
+    else:
+        return (path or "(top level)") if isinstance(raw, str) and has_credentials(raw) else None
+    for key, value in items:
+        if isinstance(key, str) and has_credentials(key):  # a key is echoed too, e.g. as an unknown field
+            return path or "(top level)"
+        found = _credentials_at(value, f"{path}.{_field(key)}" if path else _field(key))
+        if found is not None:
+            return found
+    return None
 
 
 # Fields naming files or directories; relative local ones are taken from where `hierpt` runs, and made
@@ -235,8 +283,17 @@ def read_spec_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such job spec")
-    with path.open() as f:
-        return absolute_paths(yaml.safe_load(f), Path.cwd())
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(f"{path}: not valid YAML: {problem}{at}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (a job spec is UTF-8 YAML)") from None
+    return absolute_paths(raw, Path.cwd())
 
 
 def load_spec(path: str | os.PathLike) -> JobSpec:
@@ -245,7 +302,8 @@ def load_spec(path: str | os.PathLike) -> JobSpec:
 
 def forwarded_env(spec: JobSpec) -> dict[str, str]:
     """Values of the variables the spec names, from this process; a missing one is an error now, not later."""
-    missing = [name for name in spec.env if name not in os.environ]
+    names = [*spec.env, *spec.env_visible_to_cluster_users]
+    missing = [name for name in names if name not in os.environ]
     if missing:
         raise ValueError(f"the spec needs environment variables that are not set: {', '.join(missing)}")
-    return {name: os.environ[name] for name in spec.env}
+    return {name: os.environ[name] for name in names}

@@ -5,13 +5,22 @@ merges them into one checkpoint directory in run storage and registers it only w
 done, so `ray.train.get_checkpoint()` never returns a half-written checkpoint. A resume at a different world
 size converts the checkpoint to DeepSpeed's universal format first (`ds_to_universal`; ZeRO-1/2 need the
 `universal_checkpoint_info` entry that `save` puts in client_state) and loads it with `load_universal`.
+
+Ray registers a checkpoint when every rank's upload finished, but files can still be damaged later (a truncated
+copy, a bad disk, a hand edit). So every rank also lists the files it wrote, with their sizes
+(`hierpt_files.rank-NNNNN.json`), and a checkpoint is used only when every rank's list is there and every
+listed file has its size (`verify`). A run resumes, and `hierpt export` of a run exports, from its newest
+checkpoint that verifies; a damaged one is named on stderr and skipped. No intact checkpoint left is the run's
+own error (`CorruptCheckpoint`, exit 2): resubmitting cannot repair it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
+import sys
 import tempfile
 from argparse import Namespace
 from collections.abc import Iterator
@@ -26,6 +35,11 @@ from hierpt.data.loader import LoaderState
 TAG = "ds"  # DeepSpeed's tag: the sub-directory holding its files
 STATE_FILE = "hierpt_state.json"
 TOKENIZER = "tokenizer.json"  # a baseline's vocabulary travels with its checkpoints
+FILE_LIST = "hierpt_files.rank-{rank:05d}.json"  # per rank: the files it wrote and their sizes
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint whose files are missing, truncated or unreadable (a ValueError: no retry can fix it)."""
 
 
 class TrainState(BaseModel):
@@ -48,11 +62,16 @@ class Resume(NamedTuple):
 
 @contextlib.contextmanager
 def latest() -> Iterator[Resume | None]:
-    """The latest committed checkpoint of this run (after a failure, a resize or a relaunch), or None."""
+    """The newest intact committed checkpoint of this run (after a failure, a resize or a relaunch), or None."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         yield None
         return
+    try:
+        verify(checkpoint)
+    except CorruptCheckpoint:
+        run = ray.train.Result.from_path(checkpoint.path.rsplit("/", 1)[0], storage_filesystem=checkpoint.filesystem)
+        checkpoint = newest_intact(_committed(run), f"run {run.path}")
     with checkpoint.as_directory() as directory:
         yield Resume(Path(directory), read_state(Path(directory)))
 
@@ -63,7 +82,9 @@ def opened(url: str | None) -> Iterator[Resume | None]:
     if url is None:
         yield None
         return
-    with ray.train.Checkpoint(url).as_directory() as directory:
+    checkpoint = ray.train.Checkpoint(url)
+    verify(checkpoint)
+    with checkpoint.as_directory() as directory:
         yield Resume(Path(directory), read_state(Path(directory)))
 
 
@@ -71,18 +92,83 @@ def read_state(directory: str | Path) -> TrainState:
     path = Path(directory) / STATE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{directory} holds no {STATE_FILE}: not a hierpt checkpoint")
-    return TrainState.model_validate_json(path.read_text())
+    try:
+        return TrainState.model_validate_json(path.read_bytes())
+    except ValueError as error:  # pydantic's ValidationError, invalid JSON or UTF-8 alike
+        reason = str(error).splitlines()[-1].strip() if str(error).strip() else type(error).__name__
+        raise CorruptCheckpoint(f"{path}: not a readable hierpt state (truncated or damaged?): {reason}") from None
+
+
+def verify(checkpoint: ray.train.Checkpoint) -> None:
+    """Every rank's file list is present and every listed file has its recorded size (read from storage,
+    nothing downloaded); raises CorruptCheckpoint naming the checkpoint and the first problem."""
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, root = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    where = url(checkpoint)
+    try:
+        infos = fs.get_file_info(FileSelector(root, recursive=True))
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"checkpoint {where} is gone") from None
+    sizes = {info.path[len(root) + 1 :]: info.size for info in infos if info.type == FileType.File}
+    lists = sorted(name for name in sizes if name.startswith("hierpt_files.rank-"))
+    if not lists:
+        raise CorruptCheckpoint(f"checkpoint {where} has no file lists ({FILE_LIST.format(rank=0)}): incomplete")
+    world_size = None
+    for name in lists:
+        try:
+            with fs.open_input_stream(f"{root}/{name}") as f:
+                listed = json.loads(f.read())
+            world_size = world_size or listed["world_size"]
+            files = listed["files"]
+        except (ValueError, KeyError, TypeError):
+            raise CorruptCheckpoint(f"checkpoint {where}: {name} is unreadable") from None
+        for path, size in files.items():
+            if sizes.get(path) != size:
+                found = "missing" if path not in sizes else f"{sizes[path]} bytes, {size} written"
+                raise CorruptCheckpoint(f"checkpoint {where}: {path} is damaged ({found})")
+    expected = [FILE_LIST.format(rank=rank) for rank in range(world_size)]
+    if lists != expected:
+        raise CorruptCheckpoint(f"checkpoint {where}: the file lists of some of its {world_size} ranks are missing")
+
+
+def newest_intact(checkpoints: list[ray.train.Checkpoint], what: str) -> ray.train.Checkpoint:
+    """The newest of `checkpoints` (oldest first) that verifies; each damaged newer one is reported on stderr."""
+    problems = []
+    for candidate in reversed(checkpoints):
+        try:
+            verify(candidate)
+        except CorruptCheckpoint as problem:
+            print(f"hierpt: skipping a damaged checkpoint: {problem}", file=sys.stderr, flush=True)
+            problems.append(str(problem))
+            continue
+        return candidate
+    raise CorruptCheckpoint(f"{what}: no intact checkpoint left; newest problem: {problems[0]}")
+
+
+def _committed(result: ray.train.Result) -> list[ray.train.Checkpoint]:
+    return [checkpoint for checkpoint, _ in result.best_checkpoints]
+
+
+def url(checkpoint: ray.train.Checkpoint) -> str:
+    """The checkpoint as a URL hierpt accepts (a plain path when local)."""
+    scheme = checkpoint.filesystem.type_name
+    return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
 
 
 def load(engine, resume: Resume, world_size: int) -> None:
     """Load DeepSpeed state into a fresh engine; the engine must have been built with
     ``load_universal = needs_universal(resume, world_size)``."""
-    if not needs_universal(resume, world_size):
-        path, _ = engine.load_checkpoint(str(resume.directory), tag=TAG)
-    else:
-        with tempfile.TemporaryDirectory(prefix="hierpt-universal-") as universal:
-            convert_to_universal(resume.directory / TAG, Path(universal) / TAG)
-            path, _ = engine.load_checkpoint(universal, tag=TAG)
+    try:
+        if not needs_universal(resume, world_size):
+            path, _ = engine.load_checkpoint(str(resume.directory), tag=TAG)
+        else:
+            with tempfile.TemporaryDirectory(prefix="hierpt-universal-") as universal:
+                convert_to_universal(resume.directory / TAG, Path(universal) / TAG)
+                path, _ = engine.load_checkpoint(universal, tag=TAG)
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError) as error:  # damage its sizes did not show
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CorruptCheckpoint(f"checkpoint {resume.directory} does not load: {first}") from error
     if path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint files in {resume.directory}")
 
@@ -119,6 +205,9 @@ def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, be
             if tokenizer is not None:
                 tokenizer.save(str(directory / TOKENIZER))
             (directory / STATE_FILE).write_text(state.model_dump_json(indent=2))
+        files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in directory.rglob("*") if p.is_file()}
+        listing = {"world_size": state.world_size, "files": files}
+        (directory / FILE_LIST.format(rank=rank)).write_text(json.dumps(listing, indent=1))
         if before_commit is not None:
             before_commit()
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
@@ -139,9 +228,12 @@ def run_result(run_url: str) -> ray.train.Result:
 
 
 def resolve(checkpoint_or_run: str) -> ray.train.Checkpoint:
-    """A checkpoint directory as given, or the latest committed checkpoint of a run directory."""
+    """A checkpoint directory as given (verified), or the newest intact committed checkpoint of a run directory."""
+    if "://" not in checkpoint_or_run:  # Ray takes a relative path for a URL without a scheme
+        checkpoint_or_run = str(Path(checkpoint_or_run).expanduser().resolve())
     candidate = ray.train.Checkpoint(checkpoint_or_run)
     if candidate.filesystem.get_file_info(f"{candidate.path}/{STATE_FILE}").type.name != "NotFound":
+        verify(candidate)
         return candidate
     try:
         result = run_result(checkpoint_or_run)
@@ -149,7 +241,7 @@ def resolve(checkpoint_or_run: str) -> ray.train.Checkpoint:
         raise FileNotFoundError(f"{checkpoint_or_run}: neither a hierpt checkpoint nor a run directory") from error
     if result.checkpoint is None:
         raise FileNotFoundError(f"run {checkpoint_or_run} has no committed checkpoint yet")
-    return result.checkpoint
+    return newest_intact(_committed(result), f"run {checkpoint_or_run}")
 
 
 def consolidated_state_dict(directory: Path, state: TrainState) -> dict:

@@ -6,6 +6,7 @@ YAML loads into `TrainJob`; a bad field is reported with its path (e.g. ``optimi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,18 @@ from pydantic import (
 from torch import nn
 
 from hierpt.model.family import FAMILIES, Family, FamilyName
+
+# A run name becomes one directory under `storage`: one path component, never `..` or a nested path.
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_name(value: str) -> str:
+    if not RUN_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a run name: one path component of letters, digits, '.', '_' and '-' "
+            "(not starting with '.' or '-', at most 128 characters)"
+        )
+    return value
 
 
 class Spec(BaseModel):
@@ -113,6 +126,11 @@ class TrainJob(Spec):
             raise ValueError(f"needs 1 <= min <= max, got {value}")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_run_name(value)
+
     @field_validator("freeze")
     @classmethod
     def _something_trains(cls, value: list[str]) -> list[str]:
@@ -131,6 +149,19 @@ class TrainJob(Spec):
             raise ValueError("set at most one of init_from (weights) and init_from_checkpoint (weights + optimizer)")
         if self.init_from_checkpoint and self.freeze:
             raise ValueError("init_from_checkpoint keeps the optimizer state of all parameters: it cannot freeze some")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_fits_every_world_size(self) -> TrainJob:
+        """An elastic run may restart at any size in its range: each must split the global batch evenly."""
+        low, high = self.worker_range
+        misfits = [w for w in range(low, high + 1) if self.global_batch % (w * self.micro_batch)]
+        if misfits:
+            shown = ", ".join(map(str, misfits[:5])) + (", ..." if len(misfits) > 5 else "")
+            raise ValueError(
+                f"global_batch {self.global_batch} is not a multiple of micro_batch {self.micro_batch} x workers "
+                f"for num_workers {shown} (every size in num_workers can occur on a restart)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,8 @@ Fault tolerance is Ray's: a dead worker or node tears the group down and a fresh
 committed checkpoint (`FailureConfig.max_failures`). Relaunching with the same run name and storage resumes
 too (Ray restores the run from storage). `num_workers: [min, max]` makes the run elastic; a restart at a
 different size goes through DeepSpeed's universal checkpoint format (hierpt/train/checkpoint.py).
+The driver holds the run's lease for the whole fit (hierpt/train/lease.py): a second trainer of the run is
+refused before it reads or writes any checkpoint.
 """
 
 from __future__ import annotations
@@ -15,21 +17,31 @@ from hierpt.data.shards import read_manifest
 from hierpt.storage_env import storage_settings
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
+from hierpt.train.lease import Lease
 
 
 def train(job: TrainJob) -> dict:
+    from hierpt.train.loop import check_shards_fit_model
+
+    manifest = read_manifest(job.data.shards)
+    check_shards_fit_model(job, job.model.build_config(), manifest)  # refused before any worker starts
+    if job.init_from:
+        check_init_from(job)
+    with Lease(job.run_url):
+        previous = check_previous_run(job, manifest.fingerprint)
+        if previous is not None and previous.step >= job.steps:
+            print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
+            return summarize(job, checkpoint.run_result(job.run_url))
+        return fit(job)
+
+
+def fit(job: TrainJob) -> dict:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from hierpt.train.loop import check_shards_fit_model, train_worker
+    from hierpt.train.loop import train_worker
 
-    manifest = read_manifest(job.data.shards)
-    check_shards_fit_model(job, job.model.build_config(), manifest)  # refused before any worker starts
-    previous = check_previous_run(job, manifest.fingerprint)
-    if previous is not None and previous.step >= job.steps:
-        print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
-        return summarize(job, checkpoint.run_result(job.run_url))
     owns_ray = not ray.is_initialized()  # connect to RAY_ADDRESS or start a local Ray, and stop it after
     if owns_ray:
         ray.init()
@@ -65,12 +77,25 @@ def summarize(job: TrainJob, result) -> dict:
         "final_bits_per_byte": metrics["bits_per_byte"],
         "resumed_from_step": metrics["resumed_from_step"],
         "samples_consumed": metrics["samples_consumed"],
-        "checkpoint": _url(result.checkpoint),
+        "checkpoint": checkpoint.url(result.checkpoint),
         "export_path": None,
     }
     if job.export_to:
-        summary["export_path"] = checkpoint.export(result.checkpoint, job.export_to)
+        summary["export_path"] = checkpoint.export(checkpoint.resolve(job.run_url), job.export_to)
     return summary
+
+
+def check_init_from(job: TrainJob) -> None:
+    """The export a run starts from has the spec's family and model config; checked before Ray starts a worker."""
+    from hierpt.model.export import read_export_document
+    from hierpt.model.family import FAMILIES
+
+    document = read_export_document(job.init_from)
+    family = document.get("hierpt", {}).get("model_kind", "hat")
+    if family != job.model.family:
+        raise ValueError(f"init_from {job.init_from} is a {family} export, but model.family is {job.model.family}")
+    if FAMILIES[family].config_type.from_dict(document["model"]) != job.model.build_config():
+        raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
 
 
 def check_previous_run(job: TrainJob, fingerprint: str) -> checkpoint.TrainState | None:
@@ -93,17 +118,16 @@ def check_previous_run(job: TrainJob, fingerprint: str) -> checkpoint.TrainState
 
 
 def ray_storage(storage: str) -> dict:
-    """RunConfig storage arguments. For s3:// the filesystem is built here, from this process's AWS_* variables,
-    because Ray's controller and workers may run with an environment that lacks the endpoint and keys."""
+    """RunConfig storage arguments. For s3:// the filesystem is built here with this process's endpoint and
+    region, because Ray's controller and workers may run with an environment that lacks them. The keys are not
+    given: pyarrow then pickles no secret into the RunConfig, and every process takes the credentials the
+    cluster gave it (hierpt.storage_env)."""
     if not storage.startswith("s3://"):
         return {"storage_path": storage}
     from pyarrow.fs import S3FileSystem
 
     env = os.environ.get
     filesystem = S3FileSystem(
-        access_key=env("AWS_ACCESS_KEY_ID"),
-        secret_key=env("AWS_SECRET_ACCESS_KEY"),
-        session_token=env("AWS_SESSION_TOKEN"),
         region=env("AWS_REGION") or env("AWS_DEFAULT_REGION"),
         endpoint_override=env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
     )
@@ -121,7 +145,3 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
         env["MKL_CBWR"] = os.environ.get("MKL_CBWR", "AUTO,STRICT")
     return env
 
-
-def _url(ckpt) -> str:
-    scheme = ckpt.filesystem.type_name
-    return ckpt.path if scheme == "local" else f"{scheme}://{ckpt.path}"

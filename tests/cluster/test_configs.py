@@ -71,3 +71,20 @@ def test_worker_ranges_match_the_elastic_range_of_the_pretrain_spec():
         group = cluster["workerGroupSpecs"][0]
         gpus = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
         assert (group["minReplicas"] * gpus, group["maxReplicas"] * gpus) == (low, high)
+
+
+def test_credentials_are_the_clusters_own_and_no_config_holds_a_secret():
+    """Issue 12.1: KubeRay pods read a Kubernetes Secret, launcher nodes an instance profile; nothing literal."""
+    for name in ("kuberay/raycluster.yaml", "kuberay/rayjob.yaml"):
+        manifest = load(name)
+        cluster = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
+        groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+        for container in (c for g in groups for c in g["template"]["spec"]["containers"]):
+            assert {"secretRef": {"name": "hierpt-s3"}} in container["envFrom"], (name, container["name"])
+            assert not any("SECRET" in e.get("name", "") and "value" in e for e in container.get("env", []))
+        assert "AWS_" not in manifest["spec"].get("runtimeEnvYAML", "")
+    config = load("aws.yaml")
+    for node_type in config["available_node_types"].values():
+        assert node_type["node_config"]["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::")
+    text = "".join((CLUSTER / name).read_text() for name in ("aws.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml"))
+    assert "AWS_SECRET_ACCESS_KEY=" not in text.replace("AWS_SECRET_ACCESS_KEY=...", "")

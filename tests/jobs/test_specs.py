@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hierpt.jobs.specs import (
     ContinuedPretrainJob,
@@ -56,14 +58,90 @@ def test_continued_pretraining_needs_a_source_and_eval_needs_one_target():
         parse_spec({"kind": "eval", "run": "r", "checkpoint": "c", "text": "t", "output": "o"})
 
 
-def test_missing_credentials_are_reported_before_submission(monkeypatch):
-    monkeypatch.delenv("HIERPT_TEST_SECRET", raising=False)
-    spec = parse_spec({**PRETRAIN, "env": ["HIERPT_TEST_SECRET"]})
-    with pytest.raises(ValueError, match="HIERPT_TEST_SECRET"):
+def test_missing_forwarded_variables_are_reported_before_submission(monkeypatch):
+    monkeypatch.delenv("HIERPT_TEST_REGION", raising=False)
+    spec = parse_spec({**PRETRAIN, "env": ["HIERPT_TEST_REGION"]})
+    with pytest.raises(ValueError, match="HIERPT_TEST_REGION"):
         forwarded_env(spec)
-    monkeypatch.setenv("HIERPT_TEST_SECRET", "s3cr3t")
-    assert forwarded_env(spec) == {"HIERPT_TEST_SECRET": "s3cr3t"}
-    assert "s3cr3t" not in spec.model_dump_json()
+    monkeypatch.setenv("HIERPT_TEST_REGION", "eu-north-1")
+    assert forwarded_env(spec) == {"HIERPT_TEST_REGION": "eu-north-1"}
+
+
+@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
+                                  "HF_TOKEN", "DB_PASSWORD"])  # fmt: skip
+def test_secrets_are_not_forwarded_without_the_opt_in_that_says_who_can_read_them(name, monkeypatch):
+    """Issue 12.1: `env: [AWS_SECRET_ACCESS_KEY]` put the value into every job's runtime_env."""
+    with pytest.raises(ValueError) as error:
+        parse_spec({**PRETRAIN, "env": [name]}, source="s.yaml")
+    message = str(error.value)
+    assert message.startswith("s.yaml: env: ") and name in message and "visible_to_cluster_users" in message
+    monkeypatch.setenv(name, "s3cr3t")
+    spec = parse_spec({**PRETRAIN, "env_visible_to_cluster_users": [name]})
+    assert forwarded_env(spec) == {name: "s3cr3t"} and "s3cr3t" not in spec.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"storage": "s3://AKIAEXAMPLE:planted-secret@bucket/runs"},
+        {"data": {"shards": "s3://AKIAEXAMPLE:planted-secret@bucket/shards"}},
+        {"evaluate": {"text": "https://user:planted-secret@example.com/held.jsonl"}},
+        {"init_from": "gs://planted-secret@bucket/export", "kind": "continued_pretrain"},
+    ],
+)
+def test_urls_with_credentials_are_refused_in_one_line_that_does_not_repeat_them(change):
+    """Issue 12.1: `s3://KEY:SECRET@bucket/...` was accepted and the secret landed in the DB, command line, logs."""
+    with pytest.raises(ValueError) as error:
+        parse_spec({**PRETRAIN, **change}, source="s.yaml")
+    message = str(error.value)
+    field = next(iter(k for k in change if k != "kind"))
+    assert message.startswith(f"s.yaml: {field}") and "credentials" in message and "\n" not in message
+    assert "planted-secret" not in message
+
+
+def test_stages_of_an_experiment_are_checked_for_credentials_too():
+    stage = {**PRETRAIN, "storage": "s3://k:planted-secret@b/runs"}
+    with pytest.raises(ValueError, match=r"^x.yaml: stages.0.storage: a URL with credentials") as error:
+        parse_spec({"kind": "experiment", "name": "e", "stages": [stage]}, source="x.yaml")
+    assert "planted-secret" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", ".hidden", "", "run name", "x" * 129, "/abs"])
+def test_run_names_are_one_path_component(name, tmp_path):
+    """Issue 12.5: `name: "../../escaped"` wrote checkpoints outside `storage`."""
+    with pytest.raises(ValueError, match=r"^s.yaml: name: .*not a run name") as error:
+        parse_spec({**PRETRAIN, "name": name}, source="s.yaml")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="name: .*not a run name"):
+        parse_spec({"kind": "experiment", "name": name, "stages": [PRETRAIN]}, source="s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("batch", "valid"),
+    [
+        ({"global_batch": 10, "micro_batch": 1, "num_workers": 3}, False),  # 10 % 3
+        ({"global_batch": 8, "micro_batch": 4, "num_workers": 4}, False),  # 8 % 16
+        ({"global_batch": 12, "micro_batch": 1, "num_workers": [1, 4]}, True),  # 1, 2, 3, 4 all divide 12
+        ({"global_batch": 16, "micro_batch": 2, "num_workers": [2, 4]}, False),  # 3 x 2 does not divide 16
+    ],
+)
+def test_batch_arithmetic_is_checked_for_every_world_size_before_submission(batch, valid):
+    """Issue 12.6: an indivisible global_batch passed validation and failed after 42 s of worker-group attempts."""
+    if valid:
+        parse_spec({**PRETRAIN, **batch})
+        return
+    with pytest.raises(ValueError, match="global_batch .* micro_batch .* num_workers") as error:
+        parse_spec({**PRETRAIN, **batch}, source="s.yaml")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["kind: pretrain\nname: [unclosed\n", "a: b: c\n", "\tkind: x\n", b"\xff\xfe"])
+def test_malformed_yaml_is_one_line_naming_the_file(text, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError) as error:
+        load_spec(path)
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
 
 
 def test_retry_backoff_grows_and_is_capped():
@@ -122,3 +200,45 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
 
     continued = load_spec(JOBS / "hat_vs_bpe_continue_fi.yaml").jobs()  # continues these very models
     assert {s.model.build_config() for s in continued if s.kind == "continued_pretrain"} == {hat_config, bpe_config}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_nan=True) | st.text(max_size=20)
+    | st.sampled_from(["s3://k:pl4nted-s3cret@b/x", "../..", "/tmp/x", "pretrain", "eval", "hat", "baseline", "tiny"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+FIELDS = ["kind", "name", "storage", "data", "steps", "global_batch", "micro_batch", "num_workers", "env",
+          "env_visible_to_cluster_users", "model", "optimizer", "checkpoint", "faults", "init_from", "retry",
+          "evaluate", "stages", "zero_stage", "run", "checkpoint", "text", "output", "recipe", "freeze"]  # fmt: skip
+SPECS = st.one_of(
+    st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6).map(lambda changes: {**PRETRAIN, **changes}),
+    st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=8),
+    JSON,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(raw=SPECS)
+def test_generated_specs_are_accepted_or_refused_in_one_line(raw):
+    """Issue 12.6 fuzzing: whatever a spec holds, the validator answers in one line naming the source."""
+    try:
+        spec = parse_spec(raw, source="gen.yaml")
+    except ValueError as error:
+        message = str(error)
+        assert message.startswith("gen.yaml: ") and "\n" not in message and "pl4nted-s3cret" not in message, message
+        return
+    if spec.run_name is not None:  # an accepted run stays inside its storage
+        assert spec.run_url.rsplit("/", 1) == [spec.storage.rstrip("/"), spec.name]
+    assert "pl4nted-s3cret" not in spec.model_dump_json()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_generated_spec_files_are_accepted_or_refused_in_one_line(content, tmp_path):
+    path = tmp_path / "gen.yaml"
+    path.write_bytes(content)
+    try:
+        load_spec(path)
+    except ValueError as error:
+        assert str(error).startswith(f"{path}: ") and "\n" not in str(error), str(error)

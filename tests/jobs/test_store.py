@@ -63,3 +63,30 @@ def test_a_cluster_that_is_not_ready_delays_the_submission_without_losing_or_dou
     scheduler.tick()
     scheduler.tick()
     assert scheduler.store.job(job_id).state == "running" and cluster.accepted == ["p-a0"]
+
+
+class DownCluster:
+    """A Jobs API whose cluster went away: every request fails to connect."""
+
+    def get_job_info(self, submission_id):
+        raise ConnectionError(f"Failed to connect to Ray at address: http://127.0.0.1:1 ({submission_id})")
+
+    submit_job = get_job_info
+
+
+def test_a_cluster_that_stays_down_is_said_once_and_ends_a_watch_with_the_jobs_kept(tmp_path, capsys):
+    """Issue 12.4: 51 retry lines in 2.5 min, and `watch --until-idle` never returned."""
+    import pytest
+
+    from hierpt.jobs.scheduler import ClusterUnreachable, Scheduler
+    from hierpt.jobs.specs import parse_spec
+
+    spec = parse_spec({"kind": "prep", "recipe": "r.yaml", "output": str(tmp_path / "out")})
+    scheduler = Scheduler(Store(tmp_path / "s.db"), DownCluster())
+    scheduler.submit(spec, job_id="p")
+    for _ in range(5):
+        scheduler.tick()
+    assert capsys.readouterr().err.count("cluster not answering") == 1
+    with pytest.raises(ClusterUnreachable, match="has not answered for 0 s"):
+        scheduler.run(poll_s=0, until_idle=True, give_up_after_s=0)
+    assert scheduler.store.job("p").state == "queued"

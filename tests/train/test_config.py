@@ -39,7 +39,7 @@ def test_model_overrides_are_checked_against_hat_fields():
 
 
 def test_worker_ranges_and_faults_are_validated():
-    assert job(num_workers=[1, 4]).worker_range == (1, 4)
+    assert job(num_workers=[1, 4], global_batch=12).worker_range == (1, 4)
     with pytest.raises(ValueError, match="min <= max"):
         job(num_workers=[3, 2])
     with pytest.raises(ValueError, match="faults.0"):

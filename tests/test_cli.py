@@ -1,0 +1,117 @@
+"""The `hierpt` command's error contract: every failure is one line on stderr naming the field, file or flag,
+with a non-zero exit and no traceback (issue 12.6) — for the probes of the issue and for generated arguments."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hierpt import cli as cli_module
+from hierpt.cli import main as cli
+
+
+def run_cli(capsys, argv) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        cli(argv)
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(code: int, err: str, *needles: str) -> None:
+    assert code != 0 and "Traceback" not in err, err
+    assert err.strip() and err.strip().count("\n") == 0, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["generate", "--checkpoint", "x", "--prompt", "a", "--top-p", "0"], ["--top-p", "(0, 1]"]),
+        (["generate", "--checkpoint", "x", "--prompt", "a", "--temperature", "nan"], ["--temperature", "finite"]),
+        (["generate", "--checkpoint", "x", "--prompt", "a", "--max-words", "-1"], ["--max-words"]),
+        (["eval", "--checkpoint", "x", "--text", "t", "--tokenizer", "."], ["--tokenizer", "is a directory"]),
+        (["export", "no/such/run", "--output", "out"], ["no/such/run", "neither a hierpt checkpoint"]),
+        (["train", "spec.yaml", "--name", "../../escaped"], ["name", "not a run name"]),
+        (["jobs", "status"], ["jobs status needs a job id"]),
+        (["jobs", "frobnicate"], ["action", "invalid choice"]),
+        (["nonsense"], ["invalid choice"]),
+        (["export", "s3://AKIA:planted@bucket/run", "--output", "o"], ["credentials"]),
+        (["train", "spec.yaml", "--storage=s3://AKIA:planted@bucket/runs"], ["credentials"]),
+    ],
+)
+def test_the_issues_probes_are_one_line_errors(argv, needles, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text("kind: pretrain\nname: r\nstorage: runs\ndata: {shards: s}\nsteps: 2\n")
+    code, err = run_cli(capsys, argv)
+    assert_one_line(code, err, *needles)
+    assert "planted" not in err
+
+
+@pytest.mark.parametrize("text", ["kind: pretrain\nname: [unclosed\n", "{{{", "kind: pretrain\n  bad indent: x\n y: z"])
+def test_malformed_yaml_is_one_line_naming_the_file(text, capsys, tmp_path):
+    (tmp_path / "bad.yaml").write_text(text)
+    for argv in (["run", str(tmp_path / "bad.yaml")], ["train", str(tmp_path / "bad.yaml")]):
+        code, err = run_cli(capsys, argv)
+        assert_one_line(code, err, "bad.yaml", "not valid YAML")
+        assert code == 2
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_adds_the_traceback(capsys, monkeypatch):
+    def broken(_args):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(cli_module, "_model_info", broken)
+    code, err = run_cli(capsys, ["model-info", "tiny"])
+    assert_one_line(code, err, "ZeroDivisionError: division by zero", "--verbose")
+    assert code == 1
+    code, err = run_cli(capsys, ["--verbose", "model-info", "tiny"])
+    assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("hierpt model-info: error:")
+
+
+# Generated arguments: commands that fail fast on bad input (no `demo`, no `jobs watch`, no real training).
+FLAGS = {
+    "generate": ["--checkpoint", "--prompt", "--max-words", "--temperature", "--top-p", "--seed"],
+    "eval": ["--checkpoint", "--text", "--tokenizer", "--seed", "--rate", "--output", "--json"],
+    "export": ["--output"],
+    "model-info": ["--family", "--json"],
+    "prep": ["--output", "--workers", "--seq-tokens", "--vocab-size", "--tokenizer"],
+    "train": ["--name", "--storage"],
+    "run": ["--spec-json"],
+    "compare": ["--output", "--target"],
+    "jobs": ["--db", "--poll", "--plot"],
+}
+VALUES = st.one_of(
+    st.sampled_from(["0", "-1", "nan", "inf", "1e999", "", ".", "..", "/", "x.yaml", "{}", "[1", "tiny", "hat",
+                     "status", "list", "results", "a=b", "../../escaped", "0.5", "s3://k:planted@b/x"]),
+    st.text(st.characters(blacklist_characters="\x00"), max_size=12),  # a command line cannot hold NUL
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.integers().map(str),
+)  # fmt: skip
+
+
+@st.composite
+def argvs(draw) -> list[str]:
+    command = draw(st.sampled_from(sorted(FLAGS)))
+    argv = [command]
+    if command == "jobs":
+        argv.append(draw(st.sampled_from(["status", "logs", "cancel", "results", "list", "submit", "bogus"])))
+    argv += draw(st.lists(VALUES, max_size=2))  # positionals
+    for flag in draw(st.lists(st.sampled_from(FLAGS[command]), max_size=4)):
+        argv.append(flag)
+        if draw(st.booleans()):
+            argv.append(draw(VALUES))
+    return argv
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=argvs())
+def test_generated_arguments_never_give_a_traceback(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code, err = run_cli(capsys, argv)
+    assert "Traceback" not in err and "planted" not in err, (argv, err)
+    if code != 0:
+        assert err.strip().count("\n") == 0 and err.strip(), (argv, err)
