@@ -43,6 +43,7 @@ class ShardFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str  # relative to the manifest's directory
     rows: int
+    row_groups: list[int] = Field(default_factory=list)  # rows per Parquet row group, in order (bounded: the loader's read unit)
 
 
 class LanguageStats(BaseModel):
