@@ -30,8 +30,9 @@ from hierpt.data.row_groups import CACHE_BYTES, ShardRows
 from hierpt.data.shards import Manifest, read_manifest
 from hierpt.splitting import words_to_tensors
 
-BLOCK_GROUPS = 4  # row groups per order block: a block straddles one more, so ~1 + 1/4 reads per row group
-PREFETCH_STEPS = 2
+BLOCK_GROUPS = 8  # row groups per order block: a block straddles one more, so ~1 + 1/8 reads per row group
+PREFETCH_STEPS = 2  # steps collated ahead of the loop
+READ_AHEAD_STEPS = 8  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
 
 Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
 
@@ -46,6 +47,7 @@ class LoaderState(BaseModel):
     fingerprint: str
     order_version: int = 1
     block_rows: int = 0  # order parameters (version 2): kept from the first start, whatever the job says later
+    pieces: int = 0
     lanes: int = 0
 
 
@@ -107,8 +109,11 @@ class DeterministicLoader:
         if state is not None:
             check_resumable(state, self.manifest, url)
         self.rows = ShardRows(url, self.manifest, cache_bytes)
-        block_rows = state.block_rows if state else BLOCK_GROUPS * self.rows.typical_group_rows()
-        self.order = BlockOrder(seed, self.total_rows, block_rows, state.lanes if state else global_batch)
+        if state is None:
+            block_rows, pieces, lanes = BLOCK_GROUPS * self.rows.typical_group_rows(), BLOCK_GROUPS, global_batch
+        else:
+            block_rows, pieces, lanes = state.block_rows, state.pieces, state.lanes
+        self.order = BlockOrder(seed, self.total_rows, block_rows, lanes, pieces)
         self.global_batch, self.micro_batch = global_batch, micro_batch
         self.rank, self.world_size, self.collate = rank, world_size, collate
         self.samples_consumed = 0 if state is None else state.samples_consumed
@@ -124,6 +129,7 @@ class DeterministicLoader:
             fingerprint=self.manifest.fingerprint,
             order_version=ORDER_VERSION,
             block_rows=self.order.block_rows,
+            pieces=self.order.block_rows // self.order.piece_rows,
             lanes=self.order.lanes,
         )
 
@@ -137,10 +143,14 @@ class DeterministicLoader:
         begin = (self.samples_consumed if samples_consumed is None else samples_consumed) + self.rank * per_rank
         return range(begin, begin + per_rank)
 
+    def step_rows(self, samples_consumed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, rows) of this rank's samples in the step that starts at `samples_consumed`."""
+        positions = np.array(self.rank_positions(samples_consumed), dtype=np.int64)
+        return positions, self.order.rows(positions)
+
     def step_at(self, samples_consumed: int) -> list[MicroBatch]:
         """This rank's micro-batches of the step that starts at `samples_consumed` (reads what it needs)."""
-        positions = np.array(self.rank_positions(samples_consumed), dtype=np.int64)
-        rows = self.order.rows(positions)
+        positions, rows = self.step_rows(samples_consumed)
         sequences = self.rows.sequences(rows)
         micro_batches = []
         for begin in range(0, len(positions), self.micro_batch):
@@ -166,22 +176,28 @@ class DeterministicLoader:
         return micro_batches
 
     def _prefetch(self, samples_consumed: int) -> None:
-        """The reader thread: prepares steps in order, up to `prefetch_steps` ahead of the training loop."""
+        """The reader thread: prepares steps in order, up to `prefetch_steps` ahead of the training loop, and
+        has the row groups of the `READ_AHEAD_STEPS` after them fetched meanwhile. An error is handed to the
+        training loop, which raises it."""
+        try:
+            for ahead in range(READ_AHEAD_STEPS):
+                self.rows.fetch_ahead(self.step_rows(samples_consumed + ahead * self.global_batch)[1])
+            while not self._stop.is_set():
+                self.rows.fetch_ahead(self.step_rows(samples_consumed + READ_AHEAD_STEPS * self.global_batch)[1])
+                self._hand_over(self.step_at(samples_consumed))
+                samples_consumed += self.global_batch
+        except Exception as error:
+            self._hand_over(error)
+
+    def _hand_over(self, item) -> None:
         while not self._stop.is_set():
             try:
-                item = self.step_at(samples_consumed)
-            except Exception as error:  # handed to the training loop, which raises it
-                item = error
-            while not self._stop.is_set():
-                try:
-                    self._ready.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
+                self._ready.put(item, timeout=0.1)
                 return
-            samples_consumed += self.global_batch
+            except queue.Full:
+                continue
 
     def close(self) -> None:
-        """Stops the reader thread (it also dies with the process)."""
+        """Stops the reader threads (they also die with the process)."""
         self._stop.set()
+        self.rows.close()

@@ -2,11 +2,11 @@
 
 Rows are cut into blocks of `block_rows` consecutive rows (a few Parquet row groups). Per epoch, a keyed
 bijection (a Feistel network with cycle walking) permutes the blocks, and the permuted blocks are dealt to
-`lanes` streams: lane ℓ reads blocks ℓ, ℓ + lanes, ℓ + 2·lanes, ... of the permuted sequence, each block's rows
-in a keyed shuffled order. Epoch position i belongs to lane i mod lanes, so one global batch of `lanes`
-consecutive samples holds one row from each of `lanes` random blocks (the batch mixes like `lanes` random
-draws), while a rank, whose samples are a contiguous slice of the batch, keeps reading the same few lanes:
-it reads about one block per lane at a time, each row group about once per epoch, whatever the world size.
+`lanes` streams: lane ℓ reads blocks ℓ, ℓ + lanes, ℓ + 2·lanes, ... of the permuted sequence, each block as
+`pieces` consecutive pieces (about one row group each), each piece's rows in a keyed shuffled order. Epoch
+position i belongs to lane i mod lanes, so one global batch of `lanes` consecutive samples holds one row from
+each of `lanes` random blocks (the batch mixes like `lanes` random draws), while a rank, whose samples are a contiguous slice of the batch, keeps reading the same few lanes:
+it reads about two row groups per lane at a time, each row group about once per epoch, whatever the world size.
 Each lane's stream is rotated by a lane-dependent offset so lanes change blocks on different steps (no step
 has to fetch every lane's next block at once).
 
@@ -46,13 +46,14 @@ def keyed_permutation(values: np.ndarray, size: int | np.ndarray, keys: np.ndarr
     bits = np.maximum(np.ceil(np.log2(np.maximum(size, 2).astype(np.float64))).astype(np.uint64), 2)
     half = (bits + (bits & np.uint64(1))) // np.uint64(2)
     mask = (np.uint64(1) << half) - np.uint64(1)
+    round_keys = [mix(keys + np.uint64(round_index)) for round_index in range(ROUNDS)]
     out = values.copy()
     pending = np.ones(values.shape, dtype=bool)
     while pending.any():
-        x, h, m, k = out[pending], half[pending], mask[pending], keys[pending]
+        x, h, m = out[pending], half[pending], mask[pending]
         left, right = x >> h, x & m
-        for round_index in range(ROUNDS):
-            left, right = right, left ^ (mix(right ^ mix(k + np.uint64(round_index))) & m)
+        for key in round_keys:
+            left, right = right, left ^ (mix(right ^ key[pending]) & m)
         out[pending] = (left << h) | right
         pending = out >= size
     return out
@@ -70,10 +71,14 @@ class BlockOrder:
     Holds a few integers, whatever the number of rows (the order's memory is O(1)).
     """
 
-    def __init__(self, seed: int, total_rows: int, block_rows: int, lanes: int):
-        if total_rows < 1 or block_rows < 1 or lanes < 1:
-            raise ValueError(f"order needs rows, block_rows and lanes >= 1, got {total_rows}, {block_rows}, {lanes}")
+    def __init__(self, seed: int, total_rows: int, block_rows: int, lanes: int, pieces: int = 1):
+        if total_rows < 1 or lanes < 1 or pieces < 1 or block_rows < 1 or block_rows % pieces:
+            raise ValueError(
+                f"order needs rows, lanes, pieces >= 1 and block_rows a multiple of pieces, got {total_rows}, "
+                f"{lanes}, {pieces}, {block_rows}"
+            )
         self.seed, self.total_rows, self.block_rows, self.lanes = seed, total_rows, block_rows, lanes
+        self.piece_rows = block_rows // pieces
         self.full_blocks = total_rows // block_rows
         self.blocks_per_lane = self.full_blocks // lanes  # lane streams of equal length; the rest is the tail
         self.laned_rows = self.blocks_per_lane * lanes * block_rows
@@ -94,10 +99,13 @@ class BlockOrder:
         return keyed_permutation(slot, self.full_blocks, epoch_key(self.seed, epoch, 0)).astype(np.int64)
 
     def _block_row(self, epoch: np.ndarray, slot: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """Row at `offset` in the keyed shuffle of the block in permuted `slot`."""
+        """Row at `offset` of the block in permuted `slot`: its pieces of `piece_rows` rows (about a row group)
+        in order, each piece's rows in a keyed shuffle, so a lane needs about two row groups at a time."""
         block = self._block(epoch, slot)
-        shuffle_keys = mix(epoch_key(self.seed, epoch, 1) ^ block.astype(np.uint64))
-        return block * self.block_rows + keyed_permutation(offset, self.block_rows, shuffle_keys).astype(np.int64)
+        piece, within = np.divmod(offset, self.piece_rows)
+        piece_keys = mix(epoch_key(self.seed, epoch, 1) ^ mix(block.astype(np.uint64)) ^ piece.astype(np.uint64))
+        shuffled = keyed_permutation(within, self.piece_rows, piece_keys).astype(np.int64)
+        return block * self.block_rows + piece * self.piece_rows + shuffled
 
     def _laned_rows(self, epoch: np.ndarray, index: np.ndarray) -> np.ndarray:
         step, lane = np.divmod(index, self.lanes)

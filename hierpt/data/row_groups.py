@@ -4,13 +4,15 @@ A row group is the read unit: one ranged read of the sequence column's chunk (s3
 so a read fetches what Parquet asks for, not 50 MB blocks). Decoded row groups stay as Arrow arrays in an LRU
 bounded in bytes; footers (needed to find a chunk) in an LRU bounded in files. Per-file row offsets are
 computed once (one integer per file). `bytes_read` counts every byte fetched from storage, footers included,
-so read amplification can be measured on the real reader.
+so read amplification can be measured on the real reader. `fetch_ahead` has row groups read by a small thread
+pool before they are needed, so storage latency overlaps (the loader calls it for the steps to come).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import fsspec
 import numpy as np
@@ -21,6 +23,7 @@ from hierpt.data.shards import Manifest
 
 CACHE_BYTES = 512 * 2**20
 FOOTER_CACHE_FILES = 4096
+READ_THREADS = 8  # row groups fetched at once ahead of use: object storage answers each GET in tens of ms
 
 
 class _CountingFile:
@@ -79,6 +82,8 @@ class ShardRows:
         self._groups: OrderedDict[tuple[int, int], pa.Array] = OrderedDict()
         self._cached_bytes = 0
         self._footers: OrderedDict[int, _Footer] = OrderedDict()
+        self._fetching: dict[tuple[int, int], Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def _count(self, size: int) -> None:
@@ -132,16 +137,35 @@ class ShardRows:
         return np.cumsum([0] + listed, dtype=np.int64) if listed else self.footer(file_index).group_starts
 
     def group(self, file_index: int, group: int) -> pa.Array:
-        """One decoded row group of the sequence column (from the cache, else one read)."""
+        """One decoded row group of the sequence column (from the cache, a fetch under way, else one read)."""
         key = (file_index, group)
         with self._lock:
             if key in self._groups:
                 self._groups.move_to_end(key)
                 return self._groups[key]
-        footer = self.footer(file_index)
-        with self._open(file_index, footer.size) as f:
-            table = pq.ParquetFile(f, metadata=footer.metadata).read_row_group(group, columns=[self.column])
-        values = table.column(self.column).combine_chunks()
+            fetching = self._fetching.get(key)
+        return fetching.result() if fetching is not None else self._read(key)
+
+    def fetch_ahead(self, rows: np.ndarray) -> None:
+        """Starts reading the row groups of `rows` that are neither cached nor being read."""
+        files, groups, _ = self.locate(rows)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="row-groups")
+            for key in sorted(set(zip(files.tolist(), groups.tolist()))):
+                if key not in self._groups and key not in self._fetching:
+                    self._fetching[key] = self._pool.submit(self._read, key)
+
+    def _read(self, key: tuple[int, int]) -> pa.Array:
+        file_index, group = key
+        try:
+            footer = self.footer(file_index)
+            with self._open(file_index, footer.size) as f:
+                table = pq.ParquetFile(f, metadata=footer.metadata).read_row_group(group, columns=[self.column])
+            values = table.column(self.column).combine_chunks()
+        finally:
+            with self._lock:
+                self._fetching.pop(key, None)
         with self._lock:
             self.groups_read += 1
             if key not in self._groups:
@@ -151,6 +175,10 @@ class ShardRows:
                 _, evicted = self._groups.popitem(last=False)
                 self._cached_bytes -= evicted.nbytes
         return values
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def sequences(self, rows: np.ndarray) -> list[list]:
         """The sequences of global rows, in the given order; each row group they touch is read once."""
