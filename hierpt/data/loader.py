@@ -15,6 +15,7 @@ model's keyword inputs (`word_batch`, `BPETokenizer.batch`).
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -150,7 +151,9 @@ class DeterministicLoader:
 
     def step_at(self, samples_consumed: int) -> list[MicroBatch]:
         """This rank's micro-batches of the step that starts at `samples_consumed` (reads what it needs)."""
-        positions, rows = self.step_rows(samples_consumed)
+        return self._micro_batches(*self.step_rows(samples_consumed))
+
+    def _micro_batches(self, positions: np.ndarray, rows: np.ndarray) -> list[MicroBatch]:
         sequences = self.rows.sequences(rows)
         micro_batches = []
         for begin in range(0, len(positions), self.micro_batch):
@@ -180,11 +183,12 @@ class DeterministicLoader:
         has the row groups of the `READ_AHEAD_STEPS` after them fetched meanwhile. An error is handed to the
         training loop, which raises it."""
         try:
-            for ahead in range(READ_AHEAD_STEPS):
-                self.rows.fetch_ahead(self.step_rows(samples_consumed + ahead * self.global_batch)[1])
+            planned: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
             while not self._stop.is_set():
-                self.rows.fetch_ahead(self.step_rows(samples_consumed + READ_AHEAD_STEPS * self.global_batch)[1])
-                self._hand_over(self.step_at(samples_consumed))
+                while len(planned) <= READ_AHEAD_STEPS:
+                    planned.append(self.step_rows(samples_consumed + len(planned) * self.global_batch))
+                    self.rows.fetch_ahead(planned[-1][1])
+                self._hand_over(self._micro_batches(*planned.popleft()))
                 samples_consumed += self.global_batch
         except Exception as error:
             self._hand_over(error)

@@ -183,14 +183,11 @@ class ShardRows:
     def sequences(self, rows: np.ndarray) -> list[list]:
         """The sequences of global rows, in the given order; each row group they touch is read once."""
         files, groups, local = self.locate(rows)
-        out: list = [None] * len(files)
         keys = files * (int(groups.max(initial=0)) + 1) + groups
-        for key in np.unique(keys):
-            here = np.flatnonzero(keys == key)
-            values = self.group(int(files[here[0]]), int(groups[here[0]]))
-            for index, sequence in zip(here, values.take(pa.array(local[here])).to_pylist()):
-                out[index] = sequence
-        return out
+        _, first, chunk_of = np.unique(keys, return_index=True, return_inverse=True)
+        chunks = [self.group(int(files[i]), int(groups[i])) for i in first]
+        chunk_starts = np.cumsum([0] + [len(c) for c in chunks[:-1]], dtype=np.int64)
+        return pa.chunked_array(chunks, type=chunks[0].type).take(pa.array(chunk_starts[chunk_of] + local)).to_pylist()
 
     def sequence(self, row: int) -> list:
         return self.sequences(np.array([row]))[0]
