@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -179,7 +180,6 @@ def order_bytes(rows: int) -> int:
 def training_wait_share(shards: str, root: Path, steps: int) -> dict:
     import ray
 
-    from hierpt.train import checkpoint
     from hierpt.train.config import TrainJob
     from hierpt.train.run import train
 
@@ -188,12 +188,14 @@ def training_wait_share(shards: str, root: Path, steps: int) -> dict:
                    steps=steps, global_batch=4, micro_batch=2, zero_stage=2, num_workers=1)  # fmt: skip
     train(job)
     ray.shutdown()
-    frame = checkpoint.run_result(job.run_url).metrics_dataframe.sort_values("step")
-    later = frame[frame["step"] > 1]
-    return {"data_wait_share": float(later["data_wait_s"].sum() / later["step_seconds"].sum()),
-            "data_wait_s_median": float(later["data_wait_s"].median()),
-            "step_seconds_median": float(later["step_seconds"].median()),
-            "first_step_data_wait_s": float(frame["data_wait_s"].iloc[0]), "steps": steps}  # fmt: skip
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(job.resolved_tensorboard_dir())  # every step (Ray keeps metrics per checkpoint)
+    events.Reload()
+    wait, step = ([e.value for e in events.Scalars(f"train/{k}")] for k in ("data_wait_s", "step_seconds"))
+    return {"data_wait_share": sum(wait[1:]) / sum(step[1:]), "data_wait_s_median": statistics.median(wait[1:]),
+            "step_seconds_median": statistics.median(step[1:]), "first_step_data_wait_s": wait[0],
+            "first_step_seconds": step[0], "steps": len(step)}  # fmt: skip
 
 
 def main() -> None:
