@@ -33,7 +33,7 @@ def main() -> None:
 
     import deepspeed
 
-    from hierpt.data.loader import DeterministicLoader, LoaderState, word_batch
+    from hierpt.data.loader import DeterministicLoader, word_batch
     from hierpt.data.prep import prepare
     from hierpt.data.sample_corpus import sample_recipe, write_sample_corpus
     from hierpt.model.hat import HATConfig
@@ -56,7 +56,8 @@ def main() -> None:
             engine.step()
 
     engine = build_engine(job, job.model.build(), 1, False)
-    one_step(engine, DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, word_batch(tiny.max_word_bytes)))
+    first = DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, word_batch(tiny.max_word_bytes))
+    one_step(engine, first)
     engine.save_checkpoint(f"{root}/ckpt", tag="ds", client_state={"universal_checkpoint_info": {}})
 
     def resume_seconds(samples_consumed: int) -> tuple[float, float]:
@@ -65,11 +66,10 @@ def main() -> None:
         engine = build_engine(job, job.model.build(), 1, False)
         engine.load_checkpoint(f"{root}/ckpt", tag="ds")
         loader_start = time.perf_counter()
-        state = LoaderState(samples_consumed=samples_consumed, epoch=samples_consumed // manifest.total_rows,
-                            fingerprint=manifest.fingerprint)  # fmt: skip
+        state = first.state.model_copy(update={"samples_consumed": samples_consumed,
+                                               "epoch": samples_consumed // manifest.total_rows})  # fmt: skip
         loader = DeterministicLoader(job.data.shards, 0, 8, 2, 0, 1, word_batch(tiny.max_word_bytes), state)
-        for position in loader.rank_positions():  # reads the rows the first step needs
-            loader.rows.sequence(loader.row_of(position))
+        loader.rows.sequences(loader.step_rows(loader.samples_consumed)[1])  # reads the rows the first step needs
         loader_seconds = time.perf_counter() - loader_start
         one_step(engine, loader)
         return time.perf_counter() - start, loader_seconds

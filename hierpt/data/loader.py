@@ -1,43 +1,55 @@
 """Deterministic, world-size-independent training data order over a shard set (DESIGN.md "Deterministic data order").
 
-Global sample g (0, 1, 2, ...) is row ``permutation(epoch = g // rows)[g % rows]`` of the shard set, with one
-seeded permutation per epoch. Step s consumes global samples [s·B, (s+1)·B); rank r of W takes the r-th
-contiguous slice of B/W samples and cuts it into micro-batches, so the partition into micro-batches (and
-therefore the gradient of a step) does not depend on W. The resumable state is `LoaderState`: two integers
-and the manifest fingerprint. Resuming at sample 10^9 costs one permutation, like resuming at 0.
+Global sample g (0, 1, 2, ...) is row ``BlockOrder.rows(g)`` of the shard set (hierpt/data/order.py: a keyed
+permutation of blocks dealt to lanes, computed per sample in O(1) memory). Step s consumes global samples
+[s·B, (s+1)·B); rank r of W takes the r-th contiguous slice of B/W samples and cuts it into micro-batches, so
+the partition into micro-batches (and therefore the gradient of a step) does not depend on W. The resumable
+state is `LoaderState`: the position, the order's parameters and the manifest fingerprint. Resuming at sample
+10^9 costs what resuming at 0 costs.
 
-Rows are read by random access: Parquet row groups are read on demand and kept in a small LRU cache. The
+A background thread prepares the next steps (reads their row groups, hierpt/data/row_groups.py, and collates
+them) while the current step computes; `last_wait_s` is how long the last `next_step` waited for it. The
 loader does not know the model: `collate` turns rows (word lists, or BPE id lists of token shards) into the
 model's keyword inputs (`word_batch`, `BPETokenizer.batch`).
 """
 
 from __future__ import annotations
 
-import functools
+import collections
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-import fsspec
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from hierpt.data.order import ORDER_VERSION, BlockOrder
+from hierpt.data.row_groups import CACHE_BYTES, ShardRows
 from hierpt.data.shards import Manifest, read_manifest
 from hierpt.splitting import words_to_tensors
 
-ROW_GROUP_CACHE = 256
+BLOCK_GROUPS = 8  # row groups per order block: a block straddles one more, so ~1 + 1/8 reads per row group
+PREFETCH_STEPS = 2  # steps collated ahead of the loop
+READ_AHEAD_STEPS = 8  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
 
 Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
 
 
 class LoaderState(BaseModel):
-    """What a checkpoint stores to resume the data order exactly."""
+    """What a checkpoint stores to resume the data order exactly. States written before `order_version`
+    existed read as version 1 (and are refused: their order is no longer computed)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     samples_consumed: int = 0
     epoch: int = 0
     fingerprint: str
+    order_version: int = 1
+    block_rows: int = 0  # order parameters (version 2): kept from the first start, whatever the job says later
+    pieces: int = 0
+    lanes: int = 0
 
 
 class MicroBatch(NamedTuple):
@@ -56,38 +68,19 @@ def word_batch(max_word_bytes: int) -> Collate:
     return collate
 
 
-class ShardRows:
-    """Random access to the rows (sequence column: words or tokens) of a shard set by global row index."""
-
-    def __init__(self, url: str, manifest: Manifest):
-        self.column = manifest.column
-        self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.paths = [f"{self.root}/{f.path}" for f in manifest.files]
-        self.file_starts = np.cumsum([0] + [f.rows for f in manifest.files])
-        self._groups: dict[int, np.ndarray] = {}  # file index -> first row of each row group
-        self._read_group = functools.lru_cache(maxsize=ROW_GROUP_CACHE)(self._read_group_uncached)
-
-    def _group_starts(self, file_index: int) -> np.ndarray:
-        if file_index not in self._groups:
-            with self.fs.open(self.paths[file_index], "rb") as f:
-                meta = pq.ParquetFile(f).metadata
-            counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-            if sum(counts) != self.file_starts[file_index + 1] - self.file_starts[file_index]:
-                raise ValueError(f"{self.paths[file_index]}: row count differs from the manifest (shard set changed)")
-            self._groups[file_index] = np.cumsum([0] + counts)
-        return self._groups[file_index]
-
-    def _read_group_uncached(self, file_index: int, group: int) -> list[list]:
-        with self.fs.open(self.paths[file_index], "rb") as f:
-            table = pq.ParquetFile(f).read_row_group(group, columns=[self.column])
-        return table.column(self.column).to_pylist()
-
-    def sequence(self, row: int) -> list:
-        file_index = int(np.searchsorted(self.file_starts, row, side="right")) - 1
-        local = row - int(self.file_starts[file_index])
-        starts = self._group_starts(file_index)
-        group = int(np.searchsorted(starts, local, side="right")) - 1
-        return self._read_group(file_index, group)[local - int(starts[group])]
+def check_resumable(state: LoaderState, manifest: Manifest, url: str) -> None:
+    """Refuses, in one line, a state saved on other data or on another order."""
+    if state.fingerprint != manifest.fingerprint:
+        raise ValueError(
+            f"data.shards {url} has fingerprint {manifest.fingerprint}, but the checkpoint was trained on "
+            f"{state.fingerprint}: refusing to resume on different data (start a new run, or use init_from)"
+        )
+    if state.order_version != ORDER_VERSION:
+        raise ValueError(
+            f"the checkpoint's data order is version {state.order_version}, this hierpt computes version "
+            f"{ORDER_VERSION}: resuming would repeat and skip samples (start a new run; init_from_checkpoint keeps "
+            "its weights and optimizer)"
+        )
 
 
 class DeterministicLoader:
@@ -103,57 +96,112 @@ class DeterministicLoader:
         world_size: int,
         collate: Collate,
         state: LoaderState | None = None,
+        cache_bytes: int = CACHE_BYTES,
+        prefetch_steps: int = PREFETCH_STEPS,
     ):
         if global_batch % (world_size * micro_batch):
             raise ValueError(
                 f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
             )
         self.manifest = read_manifest(url)
-        if self.manifest.total_rows == 0:
+        self.total_rows = self.manifest.total_rows
+        if self.total_rows == 0:
             raise ValueError(f"{url}: the shard set holds no rows")
-        if state is not None and state.fingerprint != self.manifest.fingerprint:
-            raise ValueError(
-                f"data.shards {url} has fingerprint {self.manifest.fingerprint}, but the checkpoint was trained on "
-                f"{state.fingerprint}: refusing to resume on different data (start a new run, or use init_from)"
-            )
-        self.rows = ShardRows(url, self.manifest)
-        self.seed, self.global_batch, self.micro_batch = seed, global_batch, micro_batch
+        if state is not None:
+            check_resumable(state, self.manifest, url)
+        self.rows = ShardRows(url, self.manifest, cache_bytes)
+        if state is None:
+            block_rows, pieces, lanes = BLOCK_GROUPS * self.rows.typical_group_rows(), BLOCK_GROUPS, global_batch
+        else:
+            block_rows, pieces, lanes = state.block_rows, state.pieces, state.lanes
+        self.order = BlockOrder(seed, self.total_rows, block_rows, lanes, pieces)
+        self.global_batch, self.micro_batch = global_batch, micro_batch
         self.rank, self.world_size, self.collate = rank, world_size, collate
         self.samples_consumed = 0 if state is None else state.samples_consumed
-        self._order: tuple[int, np.ndarray] | None = None
+        self.prefetch_steps, self.last_wait_s = prefetch_steps, 0.0
+        self._ready: queue.Queue | None = None
+        self._stop = threading.Event()
 
     @property
     def state(self) -> LoaderState:
         return LoaderState(
             samples_consumed=self.samples_consumed,
-            epoch=self.samples_consumed // self.manifest.total_rows,
+            epoch=self.samples_consumed // self.total_rows,
             fingerprint=self.manifest.fingerprint,
+            order_version=ORDER_VERSION,
+            block_rows=self.order.block_rows,
+            pieces=self.order.block_rows // self.order.piece_rows,
+            lanes=self.order.lanes,
         )
 
-    def order(self, epoch: int) -> np.ndarray:
-        """The permutation of all rows for one epoch (cached: a step touches at most two epochs)."""
-        if self._order is None or self._order[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._order = (epoch, rng.permutation(self.manifest.total_rows))
-        return self._order[1]
-
     def row_of(self, position: int) -> int:
-        epoch, index = divmod(position, self.manifest.total_rows)
-        return int(self.order(epoch)[index])
+        return int(self.order.rows(np.array([position]))[0])
 
-    def rank_positions(self) -> range:
-        """Global sample numbers this rank trains on in the current step."""
+    def rank_positions(self, samples_consumed: int | None = None) -> range:
+        """Global sample numbers this rank trains on in the step that starts at `samples_consumed` (default:
+        the next step)."""
         per_rank = self.global_batch // self.world_size
-        begin = self.samples_consumed + self.rank * per_rank
+        begin = (self.samples_consumed if samples_consumed is None else samples_consumed) + self.rank * per_rank
         return range(begin, begin + per_rank)
+
+    def step_rows(self, samples_consumed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, rows) of this rank's samples in the step that starts at `samples_consumed`."""
+        positions = np.array(self.rank_positions(samples_consumed), dtype=np.int64)
+        return positions, self.order.rows(positions)
+
+    def step_at(self, samples_consumed: int) -> list[MicroBatch]:
+        """This rank's micro-batches of the step that starts at `samples_consumed` (reads what it needs)."""
+        return self._micro_batches(*self.step_rows(samples_consumed))
+
+    def _micro_batches(self, positions: np.ndarray, rows: np.ndarray) -> list[MicroBatch]:
+        sequences = self.rows.sequences(rows)
+        micro_batches = []
+        for begin in range(0, len(positions), self.micro_batch):
+            end = begin + self.micro_batch
+            inputs = self.collate(sequences[begin:end])
+            micro_batches.append(MicroBatch(inputs, positions[begin:end].tolist(), rows[begin:end].tolist()))
+        return micro_batches
 
     def next_step(self) -> list[MicroBatch]:
         """This rank's micro-batches for the next step; advances the state by one global batch."""
-        positions = list(self.rank_positions())
-        micro_batches = []
-        for begin in range(0, len(positions), self.micro_batch):
-            chunk = positions[begin : begin + self.micro_batch]
-            rows = [self.row_of(p) for p in chunk]
-            micro_batches.append(MicroBatch(self.collate([self.rows.sequence(r) for r in rows]), chunk, rows))
+        start = time.perf_counter()
+        if self.prefetch_steps == 0:
+            micro_batches = self.step_at(self.samples_consumed)
+        else:
+            if self._ready is None:
+                self._ready = queue.Queue(maxsize=self.prefetch_steps)
+                threading.Thread(target=self._prefetch, args=(self.samples_consumed,), daemon=True).start()
+            micro_batches = self._ready.get()
+            if isinstance(micro_batches, BaseException):
+                raise micro_batches
+        self.last_wait_s = time.perf_counter() - start
         self.samples_consumed += self.global_batch
         return micro_batches
+
+    def _prefetch(self, samples_consumed: int) -> None:
+        """The reader thread: prepares steps in order, up to `prefetch_steps` ahead of the training loop, and
+        has the row groups of the `READ_AHEAD_STEPS` after them fetched meanwhile. An error is handed to the
+        training loop, which raises it."""
+        try:
+            planned: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+            while not self._stop.is_set():
+                while len(planned) <= READ_AHEAD_STEPS:
+                    planned.append(self.step_rows(samples_consumed + len(planned) * self.global_batch))
+                    self.rows.fetch_ahead(planned[-1][1])
+                self._hand_over(self._micro_batches(*planned.popleft()))
+                samples_consumed += self.global_batch
+        except Exception as error:
+            self._hand_over(error)
+
+    def _hand_over(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Stops the reader threads (they also die with the process)."""
+        self._stop.set()
+        self.rows.close()

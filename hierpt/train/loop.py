@@ -62,7 +62,7 @@ def train_worker(config: dict) -> None:
             engine.backward(output.loss)
             engine.step()
             sums.add(output)
-        metrics = log.step(step, sums, loader.samples_consumed, lr, engine.get_global_grad_norm())
+        metrics = log.step(step, sums, loader.samples_consumed, lr, engine.get_global_grad_norm(), loader.last_wait_s)
         metrics["resumed_from_step"] = None if resume is None else start_step
         trace.record(step, micro_batches, metrics)
         faults.maybe_kill(step, during="step")
@@ -79,6 +79,7 @@ def train_worker(config: dict) -> None:
             preemption_saved = preempted
         elif (step + 1) % job.log_every == 0:
             ray.train.report(metrics)
+    loader.close()
     log.close()
 
 

@@ -3,7 +3,8 @@
 bits/byte = summed cross-entropy / ln 2 / UTF-8 text bytes predicted (the model output's sums), so it is exact
 however the batch is split over micro-batches and ranks, and comparable between the HAT and the baseline.
 MFU = achieved model FLOP/s (FLOPs per unit x units/s; units are words for the HAT, tokens for the baseline)
-/ (peak FLOP/s per device x devices).
+/ (peak FLOP/s per device x devices). `data_wait_s` is the longest time any rank's step waited for its batch
+(the loader's prefetch thread fell behind): ranks meet at every all-reduce, so the slowest one sets the pace.
 """
 
 from __future__ import annotations
@@ -91,8 +92,12 @@ class MetricsLog:
             self.writer = SummaryWriter(tensorboard_dir)
         self.started = time.perf_counter()
 
-    def step(self, step: int, sums: StepSums, samples_consumed: int, lr: float, grad_norm: float | None) -> dict:
+    def step(
+        self, step: int, sums: StepSums, samples_consumed: int, lr: float, grad_norm: float | None, data_wait_s: float
+    ) -> dict:
         totals = sums.global_totals()
+        wait = torch.tensor([data_wait_s], dtype=torch.float64, device=sums.values.device)
+        dist.all_reduce(wait, op=dist.ReduceOp.MAX)
         seconds = time.perf_counter() - self.started
         self.started = time.perf_counter()
         units, text_bytes = totals["units"], totals["utf8_bytes"]
@@ -109,6 +114,7 @@ class MetricsLog:
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "mfu": achieved / (self.peak_flops * self.world_size),
             "step_seconds": seconds,
+            "data_wait_s": wait.item(),
         }
         if self.is_logger:
             self._show(metrics)
@@ -121,7 +127,7 @@ class MetricsLog:
         print(
             f"[{'#' * done}{'.' * (width - done)}] step {m['step']}/{self.total_steps} loss {m['loss']:.4f} "
             f"bpb {m['bits_per_byte']:.3f} {unit}/s {m[f'{unit}_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
-            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} mfu {m['mfu']:.2%}",
+            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} mfu {m['mfu']:.2%} data wait {m['data_wait_s']:.3f}s",
             flush=True,
         )
         if self.writer is not None:

@@ -1,0 +1,193 @@
+"""Rows of a shard set by global row index, read one Parquet row group at a time from any fsspec URL.
+
+A row group is the read unit: one ranged read of the sequence column's chunk (s3fs with its read-ahead off,
+so a read fetches what Parquet asks for, not 50 MB blocks). Decoded row groups stay as Arrow arrays in an LRU
+bounded in bytes; footers (needed to find a chunk) in an LRU bounded in files. Per-file row offsets are
+computed once (one integer per file). `bytes_read` counts every byte fetched from storage, footers included,
+so read amplification can be measured on the real reader. `fetch_ahead` has row groups read by a small thread
+pool before they are needed, so storage latency overlaps (the loader calls it for the steps to come).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hierpt.data.shards import Manifest
+
+CACHE_BYTES = 512 * 2**20
+FOOTER_CACHE_FILES = 4096
+READ_THREADS = 8  # row groups fetched at once ahead of use: object storage answers each GET in tens of ms
+
+
+class _CountingFile:
+    """A read-only file that adds the bytes it returns to its owner's `bytes_read` (pyarrow reads through it)."""
+
+    def __init__(self, file, owner: ShardRows):
+        self.file, self.owner, self.closed = file, owner, False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.owner._count(len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+        self.file.close()
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Footer:
+    def __init__(self, size: int, metadata: pq.FileMetaData, group_starts: np.ndarray):
+        self.size, self.metadata, self.group_starts = size, metadata, group_starts
+
+
+class ShardRows:
+    """Random access to the sequence column (words or tokens) of a shard set; safe to use from several threads."""
+
+    def __init__(self, url: str, manifest: Manifest, cache_bytes: int = CACHE_BYTES):
+        self.column, self.cache_bytes = manifest.column, cache_bytes
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.paths = [f"{self.root}/{f.path}" for f in manifest.files]
+        self.file_starts = np.cumsum([0] + [f.rows for f in manifest.files], dtype=np.int64)
+        self.manifest_groups = [f.row_groups for f in manifest.files]
+        self.bytes_read = 0
+        self.groups_read = 0
+        self._groups: OrderedDict[tuple[int, int], pa.Array] = OrderedDict()
+        self._cached_bytes = 0
+        self._footers: OrderedDict[int, _Footer] = OrderedDict()
+        self._fetching: dict[tuple[int, int], Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.bytes_read += size
+
+    def _open(self, file_index: int, size: int | None = None) -> _CountingFile:
+        path = self.paths[file_index]
+        return _CountingFile(self.fs.open(path, "rb", cache_type="none", size=size), self)
+
+    def typical_group_rows(self) -> int:
+        """Rows per row group of the first file (from the manifest, else its footer): what sizes the order's
+        blocks. Every rank computes the same value."""
+        counts = self.manifest_groups[0] or np.diff(self.footer(0).group_starts).tolist()
+        return max(int(np.median(counts)), 1)
+
+    def footer(self, file_index: int) -> _Footer:
+        with self._lock:
+            if file_index in self._footers:
+                self._footers.move_to_end(file_index)
+                return self._footers[file_index]
+        size = self.fs.size(self.paths[file_index])
+        with self._open(file_index, size) as f:
+            metadata = pq.ParquetFile(f).metadata
+        counts = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        expected = int(self.file_starts[file_index + 1] - self.file_starts[file_index])
+        listed = self.manifest_groups[file_index]
+        if sum(counts) != expected or (listed and listed != counts):
+            raise ValueError(f"{self.paths[file_index]}: row groups differ from the manifest (shard set changed)")
+        footer = _Footer(size, metadata, np.cumsum([0] + counts, dtype=np.int64))
+        with self._lock:
+            self._footers[file_index] = footer
+            while len(self._footers) > FOOTER_CACHE_FILES:
+                self._footers.popitem(last=False)
+        return footer
+
+    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(file index, row group, row within the group) of global rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        files = np.searchsorted(self.file_starts, rows, side="right") - 1
+        groups, local = np.empty_like(rows), rows - self.file_starts[files]
+        for file_index in np.unique(files):
+            here = files == file_index
+            starts = self._group_starts(int(file_index))
+            groups[here] = np.searchsorted(starts, local[here], side="right") - 1
+            local[here] -= starts[groups[here]]
+        return files, groups, local
+
+    def _group_starts(self, file_index: int) -> np.ndarray:
+        listed = self.manifest_groups[file_index]
+        return np.cumsum([0] + listed, dtype=np.int64) if listed else self.footer(file_index).group_starts
+
+    def group(self, file_index: int, group: int) -> pa.Array:
+        """One decoded row group of the sequence column (from the cache, a fetch under way, else one read)."""
+        key = (file_index, group)
+        with self._lock:
+            if key in self._groups:
+                self._groups.move_to_end(key)
+                return self._groups[key]
+            fetching = self._fetching.get(key)
+        return fetching.result() if fetching is not None else self._read(key)
+
+    def fetch_ahead(self, rows: np.ndarray) -> None:
+        """Starts reading the row groups of `rows` that are neither cached nor being read."""
+        files, groups, _ = self.locate(rows)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="row-groups")
+            for key in sorted(set(zip(files.tolist(), groups.tolist()))):
+                if key not in self._groups and key not in self._fetching:
+                    self._fetching[key] = self._pool.submit(self._read, key)
+
+    def _read(self, key: tuple[int, int]) -> pa.Array:
+        file_index, group = key
+        try:
+            footer = self.footer(file_index)
+            with self._open(file_index, footer.size) as f:
+                table = pq.ParquetFile(f, metadata=footer.metadata).read_row_group(group, columns=[self.column])
+            values = table.column(self.column).combine_chunks()
+        finally:
+            with self._lock:
+                self._fetching.pop(key, None)
+        with self._lock:
+            self.groups_read += 1
+            if key not in self._groups:
+                self._groups[key] = values
+                self._cached_bytes += values.nbytes
+            while self._cached_bytes > self.cache_bytes and len(self._groups) > 1:
+                _, evicted = self._groups.popitem(last=False)
+                self._cached_bytes -= evicted.nbytes
+        return values
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def sequences(self, rows: np.ndarray) -> list[list]:
+        """The sequences of global rows, in the given order; each row group they touch is read once."""
+        files, groups, local = self.locate(rows)
+        keys = files * (int(groups.max(initial=0)) + 1) + groups
+        _, first, chunk_of = np.unique(keys, return_index=True, return_inverse=True)
+        chunks = [self.group(int(files[i]), int(groups[i])) for i in first]
+        chunk_starts = np.cumsum([0] + [len(c) for c in chunks[:-1]], dtype=np.int64)
+        return pa.chunked_array(chunks, type=chunks[0].type).take(pa.array(chunk_starts[chunk_of] + local)).to_pylist()
+
+    def sequence(self, row: int) -> list:
+        return self.sequences(np.array([row]))[0]
