@@ -8,4 +8,4 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), "hierpt-torch-ext"))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-pytest_plugins = ["tests.fixtures.ray_cluster", "tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.ray_cluster", "tests.fixtures.s3", "tests.fixtures.multinode"]
