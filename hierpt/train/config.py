@@ -69,8 +69,9 @@ class CheckpointSpec(Spec):
     every: int = Field(100, ge=1)  # steps between checkpoints; one is always written at the end
     keep_last: int = Field(3, ge=1)
     # "async": periodic checkpoints upload in the background while training goes on (the next checkpoint
-    # waits for it); "sync": the step waits for the upload. A preemption checkpoint always uploads at once.
-    upload: Literal["sync", "async"] = "async"
+    # waits for it; a crash before it is committed falls back to the one before); "sync": the step waits for
+    # the upload. A preemption checkpoint always uploads at once.
+    upload: Literal["sync", "async"] = "sync"
 
 
 class ElasticSpec(Spec):
