@@ -7,6 +7,10 @@
 # export AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL ... before `start`, or name a file of
 # KEY=VALUE lines in HIERPT_CLUSTER_ENV_FILE (as a Kubernetes secret would hold them). Jobs then reach the
 # store without any secret in their specs or runtime envs.
+# A multi-node cluster on one machine (spot drills: drain a node, kill it, add one back), all on 127.0.0.1:
+#   HIERPT_NUM_CPUS=0 cluster/local.sh start             # a head that runs no training workers
+#   cluster/local.sh add-node NAME [CPUS]                 # a worker node (own raylet), default 1 CPU
+#   cluster/local.sh kill-node NAME                       # the node vanishes, as a reclaimed spot VM does
 set -euo pipefail
 TEMP_DIR=${HIERPT_RAY_TEMP_DIR:-/tmp/hierpt-ray-$(id -u)}
 GCS_PORT=${HIERPT_RAY_PORT:-6390}            # outside Ray's default worker port range 10002-19999
@@ -39,7 +43,25 @@ case "${1:-}" in
     wait "$pid" || { cat "$TEMP_DIR/start.log" >&2; echo "ray start failed (log above)" >&2; exit 1; }
     echo "RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
     ;;
+  add-node)
+    name=${2:?usage: $0 add-node NAME [CPUS]}
+    mkdir -p "$TEMP_DIR/nodes"
+    setsid "$(dirname "$RAY")/python" "$(dirname "$0")/ray_node.py" --address="127.0.0.1:$GCS_PORT" \
+      --node-name="$name" --num-cpus="${3:-1}" --temp-dir="$TEMP_DIR" >"$TEMP_DIR/nodes/$name.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$TEMP_DIR/nodes/$name.pgid"
+    wait "$pid" || { cat "$TEMP_DIR/nodes/$name.log" >&2; echo "node $name failed to start (log above)" >&2; exit 1; }
+    tail -n 1 "$TEMP_DIR/nodes/$name.log"
+    ;;
+  kill-node)
+    name=${2:?usage: $0 kill-node NAME}
+    kill -KILL -- "-$(cat "$TEMP_DIR/nodes/$name.pgid")" 2>/dev/null || true
+    rm -f "$TEMP_DIR/nodes/$name.pgid"
+    ;;
   stop)
+    for node in "$TEMP_DIR"/nodes/*.pgid; do
+      [[ -f $node ]] && { kill -KILL -- "-$(cat "$node")" 2>/dev/null || true; rm -f "$node"; }
+    done
     [[ -f $PGID_FILE ]] || { echo "no cluster started from $TEMP_DIR"; exit 0; }
     kill -TERM -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
     sleep 3
@@ -48,7 +70,7 @@ case "${1:-}" in
     echo "stopped"
     ;;
   *)
-    echo "usage: $0 start|stop" >&2
+    echo "usage: $0 start|stop|add-node NAME [CPUS]|kill-node NAME" >&2
     exit 2
     ;;
 esac

@@ -10,4 +10,4 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm-eval tasks read local JSONL; nothing is downloaded
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytest_plugins = ["tests.fixtures.ray_cluster", "tests.fixtures.s3", "tests.fixtures.models"]
+pytest_plugins = ["tests.fixtures.ray_cluster", "tests.fixtures.s3", "tests.fixtures.models", "tests.fixtures.multinode"]

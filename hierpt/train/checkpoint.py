@@ -194,9 +194,11 @@ def convert_to_universal(tag_dir: Path, output: Path) -> None:
         ds_to_universal(args)
 
 
-def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, before_commit=None) -> None:
+def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, before_commit=None,
+         upload: str = "sync") -> None:  # fmt: skip
     """Every rank: write DeepSpeed files (+ the state JSON and a baseline's tokenizer on rank 0) and report them
-    in one checkpoint."""
+    in one checkpoint. `upload="async"` returns once the files are written; Ray uploads them in the background
+    (the next report waits for it) and deletes the local directory after, so it must outlive this call."""
     directory = Path(tempfile.mkdtemp(prefix="hierpt-ckpt-"))
     try:
         client_state = {"universal_checkpoint_info": {}, "hierpt": state.model_dump()}
@@ -210,9 +212,15 @@ def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, be
         (directory / FILE_LIST.format(rank=rank)).write_text(json.dumps(listing, indent=1))
         if before_commit is not None:
             before_commit()
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
-    finally:
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode[upload.upper()],
+            delete_local_checkpoint_after_upload=True,
+        )
+    except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def run_result(run_url: str) -> ray.train.Result:

@@ -81,6 +81,22 @@ class OptimizerSpec(Spec):
 class CheckpointSpec(Spec):
     every: int = Field(100, ge=1)  # steps between checkpoints; one is always written at the end
     keep_last: int = Field(3, ge=1)
+    # "async": periodic checkpoints upload in the background while training goes on (the next checkpoint
+    # waits for it; a crash before it is committed falls back to the one before); "sync": the step waits for
+    # the upload. A preemption checkpoint always uploads at once.
+    upload: Literal["sync", "async"] = "sync"
+
+
+class ElasticSpec(Spec):
+    """Spot capacity: how often a healthy run checks for capacity to grow into, and how many node
+    preemptions it resumes from (counted apart from `max_failures`, which is for real crashes)."""
+
+    resize_monitor_interval_s: float = Field(60.0, gt=0)  # Ray's elastic_resize_monitor_interval_s
+    max_preemption_failures: int = Field(-1, ge=-1)  # -1 = resume after every preemption
+    notice_poll_interval_s: float = Field(1.0, gt=0)  # how soon a drain notice reaches the workers (Ray: 5)
+    # a restart that asks for more workers than still exist (the controller's view of a lost node lags)
+    # gives up after this long and restarts with what fits
+    worker_start_timeout_s: float = Field(60.0, gt=0)
 
 
 class FaultSpec(Spec):
@@ -107,6 +123,7 @@ class TrainJob(Spec):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int | tuple[int, int] = 2  # an int, or [min, max] for elastic training
     max_failures: int = Field(3, ge=-1)  # -1 = retry forever
+    elastic: ElasticSpec = ElasticSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     log_every: int = Field(1, ge=1)
     tensorboard_dir: str | None = None  # default: <storage>/<name>/tensorboard when storage is local

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import fsspec
+import ray
 
 from hierpt.train.config import FaultSpec, TrainJob
 
@@ -38,7 +40,8 @@ class FaultInjector:
 
 
 class StepTrace:
-    """Appends one JSON line per executed step per rank: which samples it trained on and the global loss."""
+    """Appends one JSON line per executed step per rank: which samples it trained on, the global loss, where and
+    when it ran; and one line per just-in-time checkpoint after a preemption notice."""
 
     def __init__(self, trace_dir: str | None, rank: int, world_size: int):
         self.path = None if trace_dir is None else os.path.join(trace_dir, f"rank{rank}.jsonl")
@@ -56,8 +59,28 @@ class StepTrace:
             "positions": [p for m in micro_batches for p in m.positions],
             "rows": [r for m in micro_batches for r in m.rows],
             "loss": metrics["loss"],
+            "resumed_from": metrics["resumed_from_step"],
             "seconds": metrics["step_seconds"],
             "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "time": time.time(),
         }
-        with open(self.path, "a") as f:
+        self._append(self.path, line)
+
+    def preemption(self, step: int, info, saved_at: float, committed_at: float) -> None:
+        """A just-in-time checkpoint of `step` (the next step to run) after a preemption notice; rank 0 also
+        prints it, as the user's record of how much of the drain window the checkpoint took."""
+        deadline = None if info.deadline_ms is None else info.deadline_ms / 1000
+        line = {"step": step, "rank": self.rank, "world_size": self.world_size, "ranks": info.preempted_ranks,
+                "saved_at": saved_at, "committed_at": committed_at, "deadline": deadline}  # fmt: skip
+        if self.rank == 0:
+            left = "no deadline" if deadline is None else f"{deadline - committed_at:.1f} s before the deadline"
+            print(f"preemption notice for rank(s) {info.preempted_ranks}: just-in-time checkpoint of step {step} "
+                  f"committed in {committed_at - saved_at:.1f} s, {left}", flush=True)  # fmt: skip
+        if self.path is not None:
+            self._append(os.path.join(os.path.dirname(self.path), f"preemption-rank{self.rank}.jsonl"), line)
+
+    @staticmethod
+    def _append(path: str, line: dict) -> None:
+        with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")

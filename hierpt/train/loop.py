@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 
 import ray.train
@@ -67,16 +68,21 @@ def train_worker(config: dict) -> None:
         trace.record(step, micro_batches, metrics)
         faults.maybe_kill(step, during="step")
 
-        preempted = ray.train.get_preemption_info() is not None  # a barrier: every rank asks every step
+        preemption = ray.train.get_preemption_info()  # a barrier: every rank asks every step
         due = (step + 1) % job.checkpoint.every == 0 or step + 1 == job.steps
-        if due or (preempted and not preemption_saved):
+        just_in_time = preemption is not None and not preemption_saved  # once: the node is going anyway
+        if due or just_in_time:
             state = checkpoint.TrainState(
                 step=step + 1, loader=loader.state, world_size=world_size, zero_stage=job.zero_stage,
                 family=job.model.family, model=model_config.to_dict(), deepspeed=deepspeed_config(job, world_size),
             )  # fmt: skip
+            started = time.time()
             checkpoint.save(engine, state, metrics, rank, tokenizer,
-                            before_commit=partial(faults.maybe_kill, step, "checkpoint"))  # fmt: skip
-            preemption_saved = preempted
+                            before_commit=partial(faults.maybe_kill, step, "checkpoint"),
+                            upload="sync" if just_in_time else job.checkpoint.upload)  # fmt: skip
+            if just_in_time:
+                preemption_saved = True
+                trace.preemption(step + 1, preemption, started, time.time())
         elif (step + 1) % job.log_every == 0:
             ray.train.report(metrics)
     loader.close()

@@ -6,6 +6,9 @@ too (Ray restores the run from storage). `num_workers: [min, max]` makes the run
 different size goes through DeepSpeed's universal checkpoint format (hierpt/train/checkpoint.py).
 The driver holds the run's lease for the whole fit (hierpt/train/lease.py): a second trainer of the run is
 refused before it reads or writes any checkpoint.
+A node preemption (a drain notice, then the node's loss) is charged to `elastic.max_preemption_failures`,
+not to `max_failures`; while healthy, an elastic run checks every `elastic.resize_monitor_interval_s`
+whether capacity came back and, if so, restarts at the larger size from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -45,17 +48,23 @@ def fit(job: TrainJob) -> dict:
     owns_ray = not ray.is_initialized()  # connect to RAY_ADDRESS or start a local Ray, and stop it after
     if owns_ray:
         ray.init()
+    os.environ.update(controller_env(job))
     use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=job.model_dump(mode="json"),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=job.num_workers, use_gpu=use_gpu,
+            elastic_resize_monitor_interval_s=job.elastic.resize_monitor_interval_s,
+        ),  # fmt: skip
         run_config=RunConfig(
             name=job.name,
             **ray_storage(job.storage),
             worker_runtime_env={"env_vars": worker_env(use_gpu)},
-            failure_config=FailureConfig(max_failures=job.max_failures),
+            failure_config=FailureConfig(
+                max_failures=job.max_failures, max_preemption_failures=job.elastic.max_preemption_failures
+            ),
             checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.keep_last),
         ),
     )
@@ -132,6 +141,15 @@ def ray_storage(storage: str) -> dict:
         endpoint_override=env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
     )
     return {"storage_path": storage.removeprefix("s3://"), "storage_filesystem": filesystem}
+
+
+def controller_env(job: TrainJob) -> dict[str, str]:
+    """Ray Train reads these two from the driver's environment (and passes them to its controller); the spec
+    is where users set them."""
+    return {
+        "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": str(job.elastic.notice_poll_interval_s),
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(job.elastic.worker_start_timeout_s),
+    }
 
 
 def worker_env(use_gpu: bool) -> dict[str, str]:
