@@ -69,7 +69,7 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_to_ten_percent():
 def test_spot_settings_reach_ray_and_bad_ones_name_their_field():
     from hierpt.train.run import controller_env
 
-    spot = job(num_workers=[1, 4], elastic={"notice_poll_interval_s": 0.5, "worker_start_timeout_s": 20})
+    spot = job(num_workers=[1, 2], elastic={"notice_poll_interval_s": 0.5, "worker_start_timeout_s": 20})
     assert controller_env(spot) == {"RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "0.5",
                                     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20.0"}  # fmt: skip
     assert spot.elastic.max_preemption_failures == -1 and spot.checkpoint.upload == "sync"
