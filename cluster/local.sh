@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local Ray cluster for `hierpt jobs`: its own temp dir and ports, stopped by process group, so it never
 # touches other Ray instances on the machine (`ray stop` would stop them all).
-#   cluster/local.sh start   -> prints RAY_ADDRESS for the Jobs API
+#   cluster/local.sh start   -> prints RAY_ADDRESS for the Jobs API (hierpt jobs), and on stderr the GCS address
+#                               for drivers (hierpt prep/train/run on this cluster)
 #   cluster/local.sh stop
 # Object-store credentials are the cluster's own: every Ray process inherits this script's environment, so
 # export AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL ... before `start`, or name a file of
@@ -12,22 +13,37 @@
 #   cluster/local.sh add-node NAME [CPUS]                 # a worker node (own raylet), default 1 CPU
 #   cluster/local.sh kill-node NAME                       # the node vanishes, as a reclaimed spot VM does
 set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # paths from the script's own place: it runs from any directory
 TEMP_DIR=${HIERPT_RAY_TEMP_DIR:-/tmp/hierpt-ray-$(id -u)}
-GCS_PORT=${HIERPT_RAY_PORT:-6390}            # outside Ray's default worker port range 10002-19999
+# Default ports: none of Ray's own defaults (6379, 8265, 10001, 52365: another Ray on the machine holds them, and
+# without its agent port the Jobs API cannot run jobs), none in Ray's worker port range 10002-19999, none in
+# Linux's ephemeral range 32768-60999 (any outgoing connection may hold one). tests/cluster checks all three.
+GCS_PORT=${HIERPT_RAY_PORT:-6390}
+CLIENT_PORT=${HIERPT_CLIENT_PORT:-6391}
 DASHBOARD_PORT=${HIERPT_DASHBOARD_PORT:-8275}
-AGENT_PORT=${HIERPT_AGENT_PORT:-52375}         # Ray's default 52365 is taken by any other Ray on the machine,
-CLIENT_PORT=${HIERPT_CLIENT_PORT:-10011}       # and so is 10001: then the Jobs API has no agent to run jobs
+AGENT_PORT=${HIERPT_AGENT_PORT:-8276}
 NUM_CPUS=${HIERPT_NUM_CPUS:-$(nproc)}
-RAY=${RAY:-$(command -v ray || echo .venv/bin/ray)}
+if [[ -z ${RAY:-} ]]; then
+  if [[ -x $HERE/../.venv/bin/ray ]]; then RAY=$HERE/../.venv/bin/ray; else RAY=$(command -v ray || true); fi
+fi
+need_ray() {
+  [[ -n $RAY && -x $RAY ]] || { echo "no ray command: run \`make install\` in $(dirname "$HERE"), or set RAY=PATH" >&2; exit 1; }
+}
 PGID_FILE="$TEMP_DIR/hierpt-cluster.pgid"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # bind to 127.0.0.1, not the host's routable address
 
 case "${1:-}" in
   start)
+    need_ray
     if [[ -f $PGID_FILE ]] && kill -0 -- "-$(cat "$PGID_FILE")" 2>/dev/null; then
       echo "already running (process group $(cat "$PGID_FILE")); RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
       exit 0
     fi
+    for port in "$GCS_PORT" "$CLIENT_PORT" "$DASHBOARD_PORT" "$AGENT_PORT"; do
+      if ((port >= 10002 && port <= 19999)); then
+        echo "port $port lies in Ray's worker port range 10002-19999: pick another (HIERPT_*_PORT)" >&2; exit 2
+      fi
+    done
     mkdir -p "$TEMP_DIR"
     if [[ -n ${HIERPT_CLUSTER_ENV_FILE:-} ]]; then
       set -a; source "$HIERPT_CLUSTER_ENV_FILE"; set +a
@@ -41,12 +57,14 @@ case "${1:-}" in
     pid=$!
     echo "$pid" >"$PGID_FILE"
     wait "$pid" || { cat "$TEMP_DIR/start.log" >&2; echo "ray start failed (log above)" >&2; exit 1; }
+    echo "drivers on this cluster (hierpt prep/train/run): RAY_ADDRESS=127.0.0.1:$GCS_PORT" >&2
     echo "RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
     ;;
   add-node)
     name=${2:?usage: $0 add-node NAME [CPUS]}
+    need_ray
     mkdir -p "$TEMP_DIR/nodes"
-    setsid "$(dirname "$RAY")/python" "$(dirname "$0")/ray_node.py" --address="127.0.0.1:$GCS_PORT" \
+    setsid "$(dirname "$RAY")/python" "$HERE/ray_node.py" --address="127.0.0.1:$GCS_PORT" \
       --node-name="$name" --num-cpus="${3:-1}" --temp-dir="$TEMP_DIR" >"$TEMP_DIR/nodes/$name.log" 2>&1 &
     pid=$!
     echo "$pid" >"$TEMP_DIR/nodes/$name.pgid"
@@ -64,7 +82,7 @@ case "${1:-}" in
     done
     [[ -f $PGID_FILE ]] || { echo "no cluster started from $TEMP_DIR"; exit 0; }
     kill -TERM -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
-    sleep 3
+    for _ in {1..15}; do kill -0 -- "-$(cat "$PGID_FILE")" 2>/dev/null && sleep 0.2; done  # up to 3 s to exit
     kill -KILL -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
     rm -f "$PGID_FILE"
     echo "stopped"
