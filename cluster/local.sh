@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A local Ray cluster for `hierpt jobs`: its own temp dir and ports, stopped by process group, so it never
 # touches other Ray instances on the machine (`ray stop` would stop them all).
-#   cluster/local.sh start   -> prints RAY_ADDRESS for the Jobs API (hierpt jobs), and on stderr the GCS address
-#                               for drivers (hierpt prep/train/run on this cluster)
+#   cluster/local.sh start   -> prints RAY_API_SERVER_ADDRESS for the Jobs API (hierpt jobs), and on stderr the
+#                               GCS address for drivers (RAY_ADDRESS of hierpt prep/train/run on this cluster)
 #   cluster/local.sh stop
 # Object-store credentials are the cluster's own: every Ray process inherits this script's environment, so
 # export AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL ... before `start`, or name a file of
@@ -36,7 +36,7 @@ case "${1:-}" in
   start)
     need_ray
     if [[ -f $PGID_FILE ]] && kill -0 -- "-$(cat "$PGID_FILE")" 2>/dev/null; then
-      echo "already running (process group $(cat "$PGID_FILE")); RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
+      echo "already running (process group $(cat "$PGID_FILE")); RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
       exit 0
     fi
     for port in "$GCS_PORT" "$CLIENT_PORT" "$DASHBOARD_PORT" "$AGENT_PORT"; do
@@ -58,7 +58,7 @@ case "${1:-}" in
     echo "$pid" >"$PGID_FILE"
     wait "$pid" || { cat "$TEMP_DIR/start.log" >&2; echo "ray start failed (log above)" >&2; exit 1; }
     echo "drivers on this cluster (hierpt prep/train/run): RAY_ADDRESS=127.0.0.1:$GCS_PORT" >&2
-    echo "RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
+    echo "RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
     ;;
   add-node)
     name=${2:?usage: $0 add-node NAME [CPUS]}

@@ -94,7 +94,8 @@ def _scheduler(args: argparse.Namespace):
     from hierpt.jobs.scheduler import Scheduler, connect
     from hierpt.jobs.store import Store
 
-    return Scheduler(Store(args.db), connect(args.address), entrypoint=args.entrypoint)
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS")  # as `ray job`: then $RAY_ADDRESS
+    return Scheduler(Store(args.db), connect(address), entrypoint=args.entrypoint)
 
 
 def _jobs(args: argparse.Namespace) -> None:
@@ -213,6 +214,12 @@ def _json_file(text: str) -> str:
     return text
 
 
+def _on_ray(command: argparse.ArgumentParser) -> None:
+    """A command that drives Ray itself: which cluster (hierpt/ray_session.py)."""
+    command.add_argument("--ray-address", help="cluster to run on: GCS host:port, ray://host:port or auto "
+                         "(default $RAY_ADDRESS; neither: a local Ray of its own)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="hierpt", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="print the traceback of an error (or HIERPT_VERBOSE=1)")
@@ -241,12 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write BPE token shards (the baseline's) of this many ids per row")  # fmt: skip
     prep.add_argument("--vocab-size", type=_positive_int, help="token shards: train a BPE tokenizer with this many ids")
     prep.add_argument("--tokenizer", type=_json_file, help="token shards: reuse this tokenizer JSON instead of training one")
+    _on_ray(prep)
     prep.set_defaults(run=_prep)
 
     tr = commands.add_parser("train", help="distributed HAT training (Ray Train + DeepSpeed); resumes a run by name")
     tr.add_argument("job", help="training job spec YAML (see jobs/tiny_pretrain.yaml)")
     tr.add_argument("--name", help="override the spec's run name")
     tr.add_argument("--storage", help="override the spec's run storage (local dir or s3://)")
+    _on_ray(tr)
     tr.set_defaults(run=_train)
 
     exp = commands.add_parser("export", help="consolidate a training checkpoint into safetensors + config")
@@ -279,17 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole pipeline on local Ray with the built-in sample corpus")
     demo.add_argument("--workdir", default="runs/demo", help="everything the demo writes goes here")
     demo.add_argument("--steps", type=_positive_int, help="training steps (default: the demo's own)")
+    _on_ray(demo)
     demo.set_defaults(run=_demo)
 
     run = commands.add_parser("run", help="run one job spec (prep, pretrain, continued_pretrain, eval) here")
     run.add_argument("spec", nargs="?", help="job spec YAML (jobs/)")
     run.add_argument("--spec-json", help="the spec inline, as JSON (what the scheduler sends to Ray)")
+    _on_ray(run)
     run.set_defaults(run=_run)
 
     jobs = commands.add_parser("jobs", help="submit job specs to a Ray cluster and watch them (resubmit, eval)")
     jobs.add_argument("action", choices=["submit", "watch", "list", "status", "logs", "cancel", "results"])
     jobs.add_argument("target", nargs="?", help="spec YAML (submit), job id (status/logs/cancel), run name (results)")
-    jobs.add_argument("--address", help="Ray dashboard address; default $RAY_ADDRESS")
+    jobs.add_argument("--address", help="Jobs API (dashboard) address http://host:port; "
+                      "default $RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS")  # fmt: skip
     jobs.add_argument("--db", default=os.environ.get("HIERPT_SCHEDULER_DB", "hierpt-scheduler.db"))
     jobs.add_argument("--entrypoint", help="command that starts hierpt on the cluster (default: this Python)")
     jobs.add_argument("--poll", type=_non_negative, default=5.0, help="watch: seconds between checks")
@@ -313,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         args.arguments = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "ray_address", None):
+        os.environ["RAY_ADDRESS"] = args.ray_address  # read where Ray starts, as Ray itself reads it
     try:
         args.run(args)
     except KeyboardInterrupt:

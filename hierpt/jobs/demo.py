@@ -38,14 +38,13 @@ class DemoConfig(BaseModel):
 
 
 def run_demo(config: DemoConfig) -> dict:
-    import ray
-
     from hierpt.data.prep import prepare
     from hierpt.data.sample_corpus import HELD_BACK, LANGUAGES, sample_recipe, write_sample_corpus
     from hierpt.eval.evaluate import evaluate_model
     from hierpt.model.export import load_export
     from hierpt.model.generate import SamplingConfig, generate_text
     from hierpt.model.hat import HATConfig
+    from hierpt.ray_session import ray_session
     from hierpt.train.config import (
         CheckpointSpec,
         DataSpec,
@@ -62,15 +61,9 @@ def run_demo(config: DemoConfig) -> dict:
     write_sample_corpus(corpus, train_bytes=config.train_kb_per_language * 1000, eval_bytes=10_000)
     heldout = corpus / "heldout.jsonl"  # all languages, the held-back one included: it shows what was not seen
 
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init()  # worker output (the training progress) shows here
-
     model = HATConfig.from_name(config.preset)
     recipe = sample_recipe(corpus, languages, max_word_bytes=model.max_word_bytes, seq_words=model.seq_words)
     shards = str(workdir / "shards")
-    manifest = prepare(recipe, shards, workers=config.workers)
-
     job = TrainJob(
         name="tiny-demo",
         storage=str(workdir / "runs"),
@@ -87,9 +80,9 @@ def run_demo(config: DemoConfig) -> dict:
         faults=[FaultSpec(kill_rank=config.workers - 1, at_step=config.kill_at_step)] if config.kill else [],
         export_to=str(workdir / "export"),
     )
-    summary = train(job)
-    if owns_ray:
-        ray.shutdown()  # flushes the workers' last log lines now, so the result printed below comes last
+    with ray_session():  # one Ray for both stages; worker output (the training progress) shows here
+        manifest = prepare(recipe, shards, workers=config.workers)
+        summary = train(job)
     exported = load_export(summary["export_path"])
     evaluation = evaluate_model(exported, None, str(heldout))
     sampling = SamplingConfig(max_words=20, temperature=0.8, top_p=0.95)  # greedy loops on a model this small

@@ -40,17 +40,23 @@ def train(job: TrainJob) -> dict:
 
 def fit(job: TrainJob) -> dict:
     import ray
+
+    from hierpt.ray_session import ray_session
+
+    with ray_session():
+        os.environ.update(controller_env(job))
+        use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        result = _trainer(job, use_gpu).fit()
+    return summarize(job, result)
+
+
+def _trainer(job: TrainJob, use_gpu: bool):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from hierpt.train.loop import train_worker
 
-    owns_ray = not ray.is_initialized()  # connect to RAY_ADDRESS or start a local Ray, and stop it after
-    if owns_ray:
-        ray.init()
-    os.environ.update(controller_env(job))
-    use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_worker,
         train_loop_config=job.model_dump(mode="json"),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -68,12 +74,6 @@ def fit(job: TrainJob) -> dict:
             checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.keep_last),
         ),
     )
-    try:
-        result = trainer.fit()
-    finally:
-        if owns_ray:
-            ray.shutdown()  # also ends the forwarding of worker logs, so a caller's last printed line is its own
-    return summarize(job, result)
 
 
 def summarize(job: TrainJob, result) -> dict:

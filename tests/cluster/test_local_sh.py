@@ -60,7 +60,7 @@ def test_start_with_default_ports_outside_the_repo_serves_the_jobs_api(tmp_path)
     try:
         done = subprocess.run([LOCAL_SH, "start"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        address = done.stdout.strip().rsplit("RAY_ADDRESS=", 1)[-1]
+        address = done.stdout.strip().rsplit("RAY_API_SERVER_ADDRESS=", 1)[-1]
         assert address == f"http://127.0.0.1:{default_ports()['HIERPT_DASHBOARD_PORT']}"
         assert f"RAY_ADDRESS=127.0.0.1:{default_ports()['HIERPT_RAY_PORT']}" in done.stderr
         request = urllib.request.Request(f"{address}/api/version", headers=auth_headers())

@@ -53,6 +53,8 @@ def prepare(
     """
     import ray.data  # configures its loggers on import: quietened below, after that
 
+    from hierpt.ray_session import ray_session
+
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if isinstance(recipe, str):
@@ -68,15 +70,9 @@ def prepare(
         log(f"{output_url} already holds this recipe's shards (fingerprint {finished.fingerprint}); nothing to do")
         return finished
 
-    owns_ray = not ray.is_initialized()  # a local Ray started here is stopped at the end, as training does
-    if owns_ray:
-        ray.init(log_to_driver=False)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
-    try:
+    with ray_session(log_to_driver=False):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
         return _prepare(recipe, content, inputs, output_url, workers, tokens, given_tokenizer)
-    finally:
-        if owns_ray:
-            ray.shutdown()
 
 
 def _prepare(

@@ -1,0 +1,66 @@
+"""Where a driver's Ray comes from (prep, train, run, demo): the cluster the user named, or a local Ray of its own.
+
+A cluster is named by RAY_ADDRESS (or a command's `--ray-address`, which sets it): a GCS address `host:port`
+(`cluster/local.sh start` prints it), `ray://host:port` (Ray Client), or `auto` (Ray's own discovery). Nothing
+named: a fresh local Ray, stopped at the end. Not Ray's default discovery, which follows
+`/tmp/ray/ray_current_cluster` to whatever `ray start` ran last on the machine, dead or alive (issue 16: a stale
+file hung `ray.init()` for 10 minutes).
+
+An `http(s)://` address is a dashboard, where the Jobs API lives: `hierpt jobs` takes it (`--address`,
+$RAY_API_SERVER_ADDRESS as for `ray job`, or $RAY_ADDRESS); a driver refuses it and says what to set instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ANSWER_TIMEOUT_S = 5.0  # a named cluster that does not take a connection within this fails, naming its address
+
+
+def named_cluster() -> str | None:
+    """RAY_ADDRESS if set, checked: a driver's address, and (unless `auto`) one that takes a connection."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address:
+        return None
+    if address.startswith(("http://", "https://")):
+        raise ValueError(
+            f"RAY_ADDRESS={address} is a Jobs API (dashboard) address: for `hierpt jobs` set "
+            f"RAY_API_SERVER_ADDRESS={address} instead; to run this command on that cluster set RAY_ADDRESS to its "
+            "GCS address host:port (cluster/local.sh start prints it); unset RAY_ADDRESS for a local Ray"
+        )
+    if address != "auto":
+        check_answers(address)
+    return address
+
+
+def check_answers(address: str) -> None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"RAY_ADDRESS={address}: expected host:port (GCS), ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=ANSWER_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"the Ray cluster at {address} does not answer ({error.strerror or error}): "
+            "start it, or unset RAY_ADDRESS to run on a local Ray"
+        ) from None
+
+
+@contextmanager
+def ray_session(**init_options) -> Iterator[None]:
+    """Ray for the block: a caller's running Ray as it is (tests, notebooks, a demo around a train), else the
+    named cluster, else a fresh local Ray; what this opened it closes (which also ends the forwarding of worker
+    logs, so a caller's last printed line is its own)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=named_cluster() or "local", **init_options)
+    try:
+        yield
+    finally:
+        ray.shutdown()
