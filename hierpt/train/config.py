@@ -127,7 +127,7 @@ class TrainJob(Spec):
     checkpoint: CheckpointSpec = CheckpointSpec()
     log_every: int = Field(1, ge=1)
     tensorboard_dir: str | None = None  # default: <storage>/<name>/tensorboard when storage is local
-    peak_flops: float | None = None  # per device, for MFU; default from a table (GPU) or a matmul probe (CPU)
+    peak_flops: float | None = None  # per device, for MFU; default from a table (GPU), none on CPU (no MFU)
     faults: list[FaultSpec] = Field(default_factory=list)
     init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
     init_from_checkpoint: str | None = None  # a hierpt checkpoint: its weights *and* optimizer state; fresh data

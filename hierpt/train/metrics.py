@@ -3,7 +3,10 @@
 bits/byte = summed cross-entropy / ln 2 / UTF-8 text bytes predicted (the model output's sums), so it is exact
 however the batch is split over micro-batches and ranks, and comparable between the HAT and the baseline.
 MFU = achieved model FLOP/s (FLOPs per unit x units/s; units are words for the HAT, tokens for the baseline)
-/ (peak FLOP/s per device x devices). `data_wait_s` is the longest time any rank's step waited for its batch
+/ (peak FLOP/s per device x devices), a fraction everywhere (Ray's metrics, TensorBoard, the console). The peak is
+a data sheet's: the job spec's `peak_flops`, or the table below for a known GPU. A CPU has none: a start-up
+matmul probe measured the machine's load, not its peak (MFU of 98-555% on a busy machine, issue 16), so without
+`peak_flops` a CPU run reports no MFU. `data_wait_s` is the longest time any rank's step waited for its batch
 (the loader's prefetch thread fell behind): ranks meet at every all-reduce, so the slowest one sets the pace.
 """
 
@@ -24,8 +27,8 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A
 SUMS = ("loss", "micro_batches", "nll_sum", "utf8_bytes", "units")
 
 
-def peak_flops_per_device(configured: float | None, device: torch.device) -> float:
-    """From the job spec, else the table for a known GPU, else a measured fp32 matmul rate on CPU."""
+def peak_flops_per_device(configured: float | None, device: torch.device) -> float | None:
+    """From the job spec, else the table for a known GPU; None on CPU (no MFU)."""
     if configured:
         return configured
     if device.type == "cuda":
@@ -34,17 +37,7 @@ def peak_flops_per_device(configured: float | None, device: torch.device) -> flo
             if key in name:
                 return flops
         raise ValueError(f"no peak FLOP/s known for GPU {name!r}: set peak_flops in the job spec")
-    return _matmul_flops()
-
-
-def _matmul_flops(size: int = 512, repeats: int = 8) -> float:
-    """CPUs have no useful data-sheet peak here; a short matmul probe gives the achievable rate instead."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+    return None
 
 
 class StepSums:
@@ -78,7 +71,7 @@ class MetricsLog:
         model_config,
         total_steps: int,
         world_size: int,
-        peak_flops: float,
+        peak_flops: float | None,
         is_logger: bool,
         tensorboard_dir: str | None,
     ):
@@ -90,7 +83,14 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(tensorboard_dir)
+        if is_logger:
+            print(self.mfu_note(), flush=True)
         self.started = time.perf_counter()
+
+    def mfu_note(self) -> str:
+        if self.peak_flops is None:
+            return "mfu: not computed on CPU (no data-sheet peak; set peak_flops per device in the job spec)"
+        return f"mfu: model FLOP/s as a fraction of {self.world_size} x {self.peak_flops / 1e12:g} TFLOP/s peak"
 
     def step(
         self, step: int, sums: StepSums, samples_consumed: int, lr: float, grad_norm: float | None, data_wait_s: float
@@ -102,7 +102,6 @@ class MetricsLog:
         self.started = time.perf_counter()
         units, text_bytes = totals["units"], totals["utf8_bytes"]
         units_per_s = units / seconds
-        achieved = self.family.flops_per_unit(self.model_config, text_bytes / max(units, 1)) * units_per_s
         metrics = {
             "step": step + 1,  # steps completed
             "loss": totals["loss"] / totals["micro_batches"],
@@ -112,10 +111,12 @@ class MetricsLog:
             "samples_consumed": samples_consumed,
             "lr": lr,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "mfu": achieved / (self.peak_flops * self.world_size),
             "step_seconds": seconds,
             "data_wait_s": wait.item(),
         }
+        if self.peak_flops is not None:
+            achieved = self.family.flops_per_unit(self.model_config, text_bytes / max(units, 1)) * units_per_s
+            metrics["mfu"] = achieved / (self.peak_flops * self.world_size)
         if self.is_logger:
             self._show(metrics)
         return metrics
@@ -124,10 +125,11 @@ class MetricsLog:
         width = 20
         done = int(width * m["step"] / self.total_steps)
         unit = self.family.unit
+        mfu = f" mfu {m['mfu']:.3f}" if "mfu" in m else ""
         print(
             f"[{'#' * done}{'.' * (width - done)}] step {m['step']}/{self.total_steps} loss {m['loss']:.4f} "
             f"bpb {m['bits_per_byte']:.3f} {unit}/s {m[f'{unit}_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
-            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} mfu {m['mfu']:.2%} data wait {m['data_wait_s']:.3f}s",
+            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f}{mfu} data wait {m['data_wait_s']:.3f}s",
             flush=True,
         )
         if self.writer is not None:
