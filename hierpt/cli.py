@@ -34,8 +34,10 @@ def _model_info(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     from hierpt.model.family import load_any_export
     from hierpt.model.generate import SamplingConfig, continue_text
+    from hierpt.train.checkpoint import as_export
 
-    model, tokenizer = load_any_export(args.checkpoint)
+    with as_export(args.checkpoint) as export_url:
+        model, tokenizer = load_any_export(export_url)
     sampling = SamplingConfig(max_words=args.max_words, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     print(args.prompt + continue_text(model, tokenizer, args.prompt, sampling))
 
@@ -45,8 +47,11 @@ def _eval(args: argparse.Namespace) -> None:
 
     from hierpt.eval.evaluate import evaluate_checkpoint
     from hierpt.eval.report import format_result
+    from hierpt.train.checkpoint import as_export
 
-    result = evaluate_checkpoint(args.checkpoint, args.text, seed=args.seed, rate=args.rate, tokenizer=args.tokenizer)
+    with as_export(args.checkpoint) as export_url:
+        result = evaluate_checkpoint(export_url, args.text, seed=args.seed, rate=args.rate, tokenizer=args.tokenizer)
+    result["checkpoint"] = args.checkpoint  # what was asked for, not the temporary export
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result) if args.json else format_result(result))
@@ -94,7 +99,11 @@ def _scheduler(args: argparse.Namespace):
     from hierpt.jobs.scheduler import Scheduler, connect
     from hierpt.jobs.store import Store
 
-    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS")  # as `ray job`: then $RAY_ADDRESS
+    from hierpt.ray_session import check_answers
+
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")  # as `ray job`
+    if address and address != "auto":
+        check_answers(address)  # seconds, not Ray's 30 s GCS wait and its C++ warnings
     return Scheduler(Store(args.db), connect(address), entrypoint=args.entrypoint)
 
 
@@ -109,6 +118,9 @@ def _jobs(args: argparse.Namespace) -> None:
     if args.action == "results":
         store = Store(args.db)
         rows = store.results(args.target)
+        runs = sorted({job.run_name for job in store.jobs() if job.run_name})
+        if not rows and args.target not in runs:
+            raise ValueError(f"no run {args.target!r} in {args.db} (runs there: {', '.join(runs) or 'none'})")
         print(results.table(rows))
         if rows:
             print(f"wrote {results.plot(rows, args.target, args.plot or f'{args.target}-evals.png')}")
@@ -232,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_model_info)
 
     gen = commands.add_parser("generate", help="continue a prompt with an exported checkpoint")
-    gen.add_argument("--checkpoint", required=True, help="export directory or URL (hierpt export)")
+    gen.add_argument("--checkpoint", required=True, help="export, checkpoint or run (its latest checkpoint)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-words", type=_positive_int, default=64)
     gen.add_argument("--temperature", type=_non_negative, default=0.0, help="0 = greedy")
@@ -264,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(run=_export)
 
     ev = commands.add_parser("eval", help="bits/byte, word accuracy, robustness, compression per language")
-    ev.add_argument("--checkpoint", required=True, help="export directory or URL (HAT or baseline)")
+    ev.add_argument("--checkpoint", required=True, help="export (HAT or baseline), checkpoint or run (its latest)")
     ev.add_argument("--text", required=True, help="JSONL with `text` and optional `lang`, or plain text")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.add_argument("--tokenizer", type=_json_file, help="BPE tokenizer JSON: adds bytes per token to a HAT's compression")

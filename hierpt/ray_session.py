@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,16 +38,18 @@ def named_cluster() -> str | None:
 
 
 def check_answers(address: str) -> None:
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"RAY_ADDRESS={address}: expected host:port (GCS), ray://host:port or auto")
+    """The address (GCS, Ray Client or Jobs API) takes a TCP connection within seconds, else one line naming it."""
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
     try:
-        socket.create_connection((host, int(port)), timeout=ANSWER_TIMEOUT_S).close()
+        host, port = parsed.hostname, parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    except ValueError:  # a port that is not a number
+        host = port = None
+    if not host or not port:
+        raise ValueError(f"{address}: expected host:port (GCS), ray://host:port or http(s)://host:port (Jobs API)")
+    try:
+        socket.create_connection((host, port), timeout=ANSWER_TIMEOUT_S).close()
     except OSError as error:
-        raise ConnectionError(
-            f"the Ray cluster at {address} does not answer ({error.strerror or error}): "
-            "start it, or unset RAY_ADDRESS to run on a local Ray"
-        ) from None
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
 
 
 @contextmanager

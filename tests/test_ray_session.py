@@ -37,14 +37,14 @@ def test_a_dead_cluster_fails_within_seconds_naming_its_address(monkeypatch, pre
     address = prefix + _dead_address()
     monkeypatch.setenv("RAY_ADDRESS", address)
     started = time.monotonic()
-    with pytest.raises(ConnectionError, match=f"the Ray cluster at {address} does not answer"):
+    with pytest.raises(ConnectionError, match=f"cannot reach the Ray cluster at {address}: Connection refused"):
         named_cluster()
     assert time.monotonic() - started < ANSWER_TIMEOUT_S + 1
 
 
 def test_a_malformed_address_is_named(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1")
-    with pytest.raises(ValueError, match="RAY_ADDRESS=127.0.0.1: expected host:port"):
+    with pytest.raises(ValueError, match="127.0.0.1: expected host:port"):
         named_cluster()
 
 

@@ -252,6 +252,31 @@ def resolve(checkpoint_or_run: str) -> ray.train.Checkpoint:
     return newest_intact(_committed(result), f"run {checkpoint_or_run}")
 
 
+@contextlib.contextmanager
+def as_export(url: str) -> Iterator[str]:
+    """An export as given, or a checkpoint or run directory (see `resolve`) exported into a temporary directory
+    for the block: every command that reads an export also takes what `hierpt export` takes."""
+    import fsspec
+
+    from hierpt.model.export import CONFIG
+
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(f"{root}/{CONFIG}"):
+        yield url
+        return
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{url}: no such export, checkpoint or run directory")
+    try:
+        source = resolve(url)
+    except FileNotFoundError as error:
+        if "neither" not in str(error):
+            raise
+        raise FileNotFoundError(f"{url}: not a hierpt export (no {CONFIG}), checkpoint or run directory") from None
+    with tempfile.TemporaryDirectory(prefix="hierpt-export-") as scratch:
+        print(f"hierpt: exporting {source.path} for this command (`hierpt export` keeps one)", file=sys.stderr)
+        yield export(source, scratch)
+
+
 def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
     """Full fp32 weights from a (sharded) DeepSpeed checkpoint, with DeepSpeed's zero_to_fp32 tools."""
     import torch

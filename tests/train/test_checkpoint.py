@@ -92,6 +92,11 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_a
     assert skipped.startswith("hierpt: skipping a damaged checkpoint") and latest in skipped and shard.name in skipped
     exported = json.loads((tmp_path / "export" / "config.json").read_text())
     assert exported["hierpt"]["step"] == 2
+    (tmp_path / "heldout.jsonl").write_text(json.dumps({"text": "the run itself is evaluated", "lang": "en"}) + "\n")
+    cli(["eval", "--checkpoint", "runs/damaged", "--text", "heldout.jsonl", "--json"])  # exported on the fly
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["checkpoint"] == "runs/damaged"
+    assert "hierpt: exporting" in captured.err
 
     resumed = train(TrainJob.model_validate({**spec, "steps": 6}))
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 6
