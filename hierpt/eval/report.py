@@ -2,7 +2,8 @@
 
 A side is either an eval result (the JSON `hierpt eval --json` prints, saved to a file) or a directory: a run
 directory or an eval job's output. Its evaluations are ``eval.json``, or a series of ``step-NNNNNNNN.json``
-(an eval job's output, directly or under ``evals/``; the last one is the side's result). Training metrics
+(an eval job's output, directly or under ``evals/``) or of ``evals/step-NNNNNNNN/result.json`` (the scheduler's:
+one eval job per checkpoint); the last one is the side's result. Training metrics
 come from ``metrics.jsonl`` (one step per line with ``bytes_seen`` and ``bits_per_byte`` or ``loss``), or
 else the trainer's TensorBoard events under ``tensorboard/`` (``train/*`` scalars; bytes seen = running sum
 of bytes_per_s x step_seconds).
@@ -44,8 +45,7 @@ def load_side(path: str) -> Side:
         return Side(location.stem, _read_result(location))
     if not location.is_dir():
         raise FileNotFoundError(f"{path}: no such eval result or run directory")
-    series_files = sorted(location.glob("step-*.json")) or sorted((location / SERIES_DIR).glob("step-*.json"))
-    series = sorted((_read_result(p) for p in series_files), key=lambda r: r.get("step") or 0)
+    series = _read_series(location)
     if series:
         result = series[-1]
     else:
@@ -57,9 +57,21 @@ def load_side(path: str) -> Side:
     else:
         metrics = []
     if not result and not metrics:
-        needs = f"{EVAL_FILE}, step-*.json evaluations, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
+        needs = f"{EVAL_FILE}, step-*.json or {SERIES_DIR}/step-*/result.json evaluations, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
         raise ValueError(f"{path}: a directory needs {needs}")
     return Side(location.name, result, metrics, series)
+
+
+def _read_series(location: Path) -> list[dict]:
+    """Eval results by step, oldest first; of the scheduler's layout the step is the directory's (its eval jobs
+    evaluate one named checkpoint, so their results carry none)."""
+    files = sorted(location.glob("step-*.json")) or sorted((location / SERIES_DIR).glob("step-*.json"))
+    series = [_read_result(path) for path in files]
+    for path in sorted((location / SERIES_DIR).glob("step-*/result.json")):
+        step = path.parent.name.removeprefix("step-")
+        if step.isdigit():
+            series.append({**_read_result(path), "step": int(step)})
+    return sorted(series, key=lambda r: r.get("step") or 0)
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -138,12 +150,17 @@ def _cell(value: float | None) -> str:
 def format_table(a: Side, b: Side) -> str:
     """Metric | A | B | B/A, one metric per line; '-' where a side lacks the metric."""
     rows = comparison_rows(a, b)
-    width = max([len("metric"), *(len(name) for name, _, _ in rows)])
-    lines = [f"{'metric':<{width}}  {a.name[:12]:>12}  {b.name[:12]:>12}  {'B/A':>8}"]
+    width, side = max([len("metric"), *(len(name) for name, _, _ in rows)]), _side_width(a, b)
+    lines = [f"{'metric':<{width}}  {a.name:>{side}}  {b.name:>{side}}  {'B/A':>8}"]
     for name, value_a, value_b in rows:
         ratio = "-" if value_a in (None, 0.0) or value_b is None else f"{value_b / value_a:.3f}"
-        lines.append(f"{name:<{width}}  {_cell(value_a):>12}  {_cell(value_b):>12}  {ratio:>8}")
+        lines.append(f"{name:<{width}}  {_cell(value_a):>{side}}  {_cell(value_b):>{side}}  {ratio:>8}")
     return "\n".join(lines)
+
+
+def _side_width(a: Side, b: Side) -> int:
+    """A column per side, as wide as its full name (run names are not cut)."""
+    return max(12, len(a.name), len(b.name))
 
 
 def steps_to_target(side: Side, lang: str, target: float) -> int | None:
@@ -181,17 +198,18 @@ def target_report(a: Side, b: Side, targets: dict[str, float]) -> tuple[str, dic
         },
         "forgetting": {a.name: forgetting(a, targets), b.name: forgetting(b, targets)},
     }
+    width = _side_width(a, b)
     lines = ["", "steps to reach the held-out bits/byte target (- = not reached)"]
-    lines.append(f"{'lang':<8}{'target':>8}  {a.name[:12]:>12}  {b.name[:12]:>12}  {'B/A':>8}")
+    lines.append(f"{'lang':<8}{'target':>8}  {a.name:>{width}}  {b.name:>{width}}  {'B/A':>8}")
     for lang, row in data["steps_to_target"].items():
         step_a, step_b = row[a.name], row[b.name]
         ratio = f"{step_b / step_a:.3f}" if step_a and step_b is not None else "-"
-        lines.append(f"{lang:<8}{row['target']:>8.3f}  {_steps(step_a):>12}  {_steps(step_b):>12}  {ratio:>8}")
+        lines.append(f"{lang:<8}{row['target']:>8.3f}  {_steps(step_a):>{width}}  {_steps(step_b):>{width}}  {ratio:>8}")
     lines += ["", "forgetting: held-out bits/byte, first -> last evaluation (relative increase)"]
     for side in (a, b):
         for lang, row in data["forgetting"][side.name].items():
             lines.append(
-                f"{side.name[:12]:<12}  {lang:<6}  step {row['from_step']}: {row['first']:.4f} -> "
+                f"{side.name:<{width}}  {lang:<6}  step {row['from_step']}: {row['first']:.4f} -> "
                 f"{row['last']:.4f}  ({row['increase']:+.1%})"
             )
     return "\n".join(lines), data
