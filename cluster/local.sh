@@ -27,7 +27,9 @@ if [[ -z ${RAY:-} ]]; then
   if [[ -x $HERE/../.venv/bin/ray ]]; then RAY=$HERE/../.venv/bin/ray; else RAY=$(command -v ray || true); fi
 fi
 need_ray() {
-  [[ -n $RAY && -x $RAY ]] || { echo "no ray command: run \`make install\` in $(dirname "$HERE"), or set RAY=PATH" >&2; exit 1; }
+  [[ -n $RAY && -x $RAY ]] && return
+  echo "no ray command: run \`make install\` in $(dirname "$HERE"), or set RAY=PATH" >&2
+  exit 1
 }
 PGID_FILE="$TEMP_DIR/hierpt-cluster.pgid"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # bind to 127.0.0.1, not the host's routable address
@@ -36,7 +38,8 @@ case "${1:-}" in
   start)
     need_ray
     if [[ -f $PGID_FILE ]] && kill -0 -- "-$(cat "$PGID_FILE")" 2>/dev/null; then
-      echo "already running (process group $(cat "$PGID_FILE")); RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
+      echo "already running (process group $(cat "$PGID_FILE"))" >&2
+      echo "RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT"
       exit 0
     fi
     for port in "$GCS_PORT" "$CLIENT_PORT" "$DASHBOARD_PORT" "$AGENT_PORT"; do

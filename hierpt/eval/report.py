@@ -57,7 +57,8 @@ def load_side(path: str) -> Side:
     else:
         metrics = []
     if not result and not metrics:
-        needs = f"{EVAL_FILE}, step-*.json or {SERIES_DIR}/step-*/result.json evaluations, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
+        evaluations = f"step-*.json or {SERIES_DIR}/step-*/result.json evaluations"
+        needs = f"{EVAL_FILE}, {evaluations}, {METRICS_FILE} or {TENSORBOARD_DIR}/ events"
         raise ValueError(f"{path}: a directory needs {needs}")
     return Side(location.name, result, metrics, series)
 
@@ -204,7 +205,8 @@ def target_report(a: Side, b: Side, targets: dict[str, float]) -> tuple[str, dic
     for lang, row in data["steps_to_target"].items():
         step_a, step_b = row[a.name], row[b.name]
         ratio = f"{step_b / step_a:.3f}" if step_a and step_b is not None else "-"
-        lines.append(f"{lang:<8}{row['target']:>8.3f}  {_steps(step_a):>{width}}  {_steps(step_b):>{width}}  {ratio:>8}")
+        steps = f"{_steps(step_a):>{width}}  {_steps(step_b):>{width}}"
+        lines.append(f"{lang:<8}{row['target']:>8.3f}  {steps}  {ratio:>8}")
     lines += ["", "forgetting: held-out bits/byte, first -> last evaluation (relative increase)"]
     for side in (a, b):
         for lang, row in data["forgetting"][side.name].items():

@@ -58,7 +58,8 @@ def test_compare_refuses_what_is_not_a_result(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "other.json").write_text('{"loss": 1}')
     for bad, message in (
-        (tmp_path / "empty", "needs eval.json, step-*.json or evals/step-*/result.json evaluations, metrics.jsonl or tensorboard/ events"),
+        (tmp_path / "empty", "needs eval.json, step-*.json or evals/step-*/result.json evaluations, metrics.jsonl or "
+         "tensorboard/ events"),
         (tmp_path / "other.json", "not an eval result"),
     ):
         with pytest.raises(SystemExit):
@@ -123,7 +124,8 @@ def _scheduler_evals(root, name, fi):
     for step, fi_bpb in zip((4, 2), fi):  # written out of order
         directory = root / name / "evals" / f"step-{step:08d}"
         directory.mkdir(parents=True)
-        (directory / "result.json").write_text(json.dumps({"step": None, "bits_per_byte": {"fi": fi_bpb, "all": fi_bpb}}))
+        result = {"step": None, "bits_per_byte": {"fi": fi_bpb, "all": fi_bpb}}
+        (directory / "result.json").write_text(json.dumps(result))
     return root / name
 
 
@@ -136,4 +138,5 @@ def test_compare_reads_the_schedulers_evals_and_prints_whole_run_names(tmp_path,
     assert re.search(r"^metric\s+.*tiny-continue-fi-hat\s+tiny-continue-fi-baseline\s+B/A$", out, re.M)
     assert re.search(r"^bits_per_byte\.fi\s+2\.0000\s+2\.5000\s+1\.250$", out, re.M)  # step 4: the last
     data = json.loads((tmp_path / "out" / "comparison.json").read_text())
-    assert data["steps_to_target"]["fi"] == {"target": 2.2, "tiny-continue-fi-hat": 4, "tiny-continue-fi-baseline": None}
+    reached = data["steps_to_target"]["fi"]
+    assert reached == {"target": 2.2, "tiny-continue-fi-hat": 4, "tiny-continue-fi-baseline": None}

@@ -30,7 +30,8 @@ def one_rank(tmp_path):
 
 def output(loss: float, nll_sum: float, utf8_bytes: int, words: int):
     tensor = lambda value: torch.tensor(value, dtype=torch.float64)  # noqa: E731
-    return SimpleNamespace(loss=tensor(loss), nll_sum=tensor(nll_sum), utf8_bytes=tensor(utf8_bytes), units=tensor(words))
+    return SimpleNamespace(loss=tensor(loss), nll_sum=tensor(nll_sum), utf8_bytes=tensor(utf8_bytes),
+                           units=tensor(words))  # fmt: skip
 
 
 def one_step(peak_flops, seconds: float = 2.0, world_size: int = 1) -> dict:
