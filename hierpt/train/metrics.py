@@ -6,7 +6,9 @@ MFU = achieved model FLOP/s (FLOPs per unit x units/s; units are words for the H
 / (peak FLOP/s per device x devices), a fraction everywhere (Ray's metrics, TensorBoard, the console). The peak is
 a data sheet's: the job spec's `peak_flops`, or the table below for a known GPU. A CPU has none: a start-up
 matmul probe measured the machine's load, not its peak (MFU of 98-555% on a busy machine, issue 16), so without
-`peak_flops` a CPU run reports no MFU. `data_wait_s` is the longest time any rank's step waited for its batch
+`peak_flops` a CPU run reports no MFU.
+Rank 0 also sets every scalar as a gauge on Ray's Prometheus endpoint (`ray_hierpt_train_<key>{run=...}`), so
+Ray's dashboard and a Grafana on the cluster show training beside the cluster's own metrics. `data_wait_s` is the longest time any rank's step waited for its batch
 (the loader's prefetch thread fell behind): ranks meet at every all-reduce, so the slowest one sets the pace.
 """
 
@@ -38,6 +40,31 @@ def peak_flops_per_device(configured: float | None, device: torch.device) -> flo
                 return flops
         raise ValueError(f"no peak FLOP/s known for GPU {name!r}: set peak_flops in the job spec")
     return None
+
+
+class RayGauges:
+    """The step's scalars as Ray gauges (ray.util.metrics), tagged with the run's name."""
+
+    def __init__(self, run: str):
+        self.run, self.gauges = run, {}
+
+    @classmethod
+    def in_train_worker(cls) -> RayGauges | None:
+        """Gauges for the run of this Ray Train worker; outside one (unit tests) none."""
+        import ray.train
+
+        try:
+            return cls(ray.train.get_context().get_experiment_name())
+        except RuntimeError:  # "Ray Train function utilities not initialized"
+            return None
+
+    def set(self, metrics: dict) -> None:
+        from ray.util.metrics import Gauge
+
+        for key, value in metrics.items():
+            if key not in self.gauges:
+                self.gauges[key] = Gauge(f"hierpt_train_{key}", f"hierpt training: {key}, last step", ("run",))
+            self.gauges[key].set(float(value), tags={"run": self.run})
 
 
 class StepSums:
@@ -83,6 +110,7 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(tensorboard_dir)
+        self.gauges = RayGauges.in_train_worker() if is_logger else None
         if is_logger:
             print(self.mfu_note(), flush=True)
         self.started = time.perf_counter()
@@ -119,6 +147,8 @@ class MetricsLog:
             metrics["mfu"] = achieved / (self.peak_flops * self.world_size)
         if self.is_logger:
             self._show(metrics)
+        if self.gauges is not None:
+            self.gauges.set(metrics)
         return metrics
 
     def _show(self, m: dict) -> None:

@@ -144,11 +144,12 @@ def ray_storage(storage: str) -> dict:
 
 
 def controller_env(job: TrainJob) -> dict[str, str]:
-    """Ray Train reads these two from the driver's environment (and passes them to its controller); the spec
-    is where users set them."""
+    """Ray Train reads these from the driver's environment (and passes them to its controller): the spec's
+    elastic settings, and state tracking, so the dashboard's Train tab lists hierpt's runs."""
     return {
         "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": str(job.elastic.notice_poll_interval_s),
         "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(job.elastic.worker_start_timeout_s),
+        "RAY_TRAIN_ENABLE_STATE_TRACKING": "1",
     }
 
 

@@ -71,7 +71,8 @@ def test_spot_settings_reach_ray_and_bad_ones_name_their_field():
 
     spot = job(num_workers=[1, 2], elastic={"notice_poll_interval_s": 0.5, "worker_start_timeout_s": 20})
     assert controller_env(spot) == {"RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "0.5",
-                                    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20.0"}  # fmt: skip
+                                    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20.0",
+                                    "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}  # fmt: skip
     assert spot.elastic.max_preemption_failures == -1 and spot.checkpoint.upload == "sync"
     with pytest.raises(ValueError, match="elastic.max_preemption_failures"):
         job(elastic={"max_preemption_failures": -2})
