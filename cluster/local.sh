@@ -53,8 +53,9 @@ case "${1:-}" in
     fi
     held=$(compgen -e | grep -E '^AWS_' | tr '\n' ' ' || true)
     echo "cluster environment holds: ${held:-no AWS_* settings (s3:// run storage needs them)}" >&2  # names only
-    # setsid: every Ray daemon of this cluster shares one new process group, recorded for `stop`.
-    setsid "$RAY" start --head --port="$GCS_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+    # setsid: every Ray daemon of this cluster shares one new process group, recorded for `stop`. RAY_ADDRESS: Ray's
+    # own actors (Ray Train's state actor) look their cluster up, and the machine may run other Ray instances.
+    RAY_ADDRESS=127.0.0.1:$GCS_PORT setsid "$RAY" start --head --port="$GCS_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
       --dashboard-agent-listen-port="$AGENT_PORT" --ray-client-server-port="$CLIENT_PORT" \
       --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >"$TEMP_DIR/start.log" 2>&1 &
     pid=$!

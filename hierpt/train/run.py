@@ -145,12 +145,16 @@ def ray_storage(storage: str) -> dict:
 
 def controller_env(job: TrainJob) -> dict[str, str]:
     """Ray Train reads these from the driver's environment (and passes them to its controller): the spec's
-    elastic settings, and state tracking, so the dashboard's Train tab lists hierpt's runs."""
-    return {
+    elastic settings; on a named cluster also state tracking, so the dashboard's Train tab lists hierpt's runs.
+    Not on the embedded local Ray: its state actor finds its cluster by discovery, which fails with a traceback
+    on a machine that runs other Ray instances."""
+    env = {
         "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": str(job.elastic.notice_poll_interval_s),
         "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(job.elastic.worker_start_timeout_s),
-        "RAY_TRAIN_ENABLE_STATE_TRACKING": "1",
     }
+    if os.environ.get("RAY_ADDRESS"):
+        env["RAY_TRAIN_ENABLE_STATE_TRACKING"] = "1"
+    return env
 
 
 def worker_env(use_gpu: bool) -> dict[str, str]:

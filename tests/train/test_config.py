@@ -66,13 +66,15 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_to_ten_percent():
     assert decay == sorted(decay, reverse=True)
 
 
-def test_spot_settings_reach_ray_and_bad_ones_name_their_field():
+def test_spot_settings_reach_ray_and_bad_ones_name_their_field(monkeypatch):
     from hierpt.train.run import controller_env
 
     spot = job(num_workers=[1, 2], elastic={"notice_poll_interval_s": 0.5, "worker_start_timeout_s": 20})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the embedded local Ray: no state tracking
     assert controller_env(spot) == {"RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "0.5",
-                                    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20.0",
-                                    "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}  # fmt: skip
+                                    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20.0"}  # fmt: skip
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")  # a named cluster (a job's driver): the Train tab lists it
+    assert controller_env(spot)["RAY_TRAIN_ENABLE_STATE_TRACKING"] == "1"
     assert spot.elastic.max_preemption_failures == -1 and spot.checkpoint.upload == "sync"
     with pytest.raises(ValueError, match="elastic.max_preemption_failures"):
         job(elastic={"max_preemption_failures": -2})
