@@ -128,7 +128,7 @@ def test_a_checkpoint_of_the_old_order_is_refused_in_one_line(shards):
     saved_before_issue_11 = LoaderState.model_validate_json(
         f'{{"samples_consumed": 8, "epoch": 0, "fingerprint": "{manifest.fingerprint}"}}'
     )
-    with pytest.raises(ValueError, match="data order is version 1, this hierpt computes version 2") as error:
+    with pytest.raises(ValueError, match="data order is version 1, this hierpt computes version 3") as error:
         loader(url, 2, 0, saved_before_issue_11)
     assert "\n" not in str(error.value)
 
