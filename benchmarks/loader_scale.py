@@ -73,7 +73,7 @@ class PeakRSS:
 
 def write_shards(url: str, files: int, rows_per_file: int, group_rows: int, seq_words: int, max_word_bytes: int):
     """Synthetic word rows (letters, [S] between documents), one language per run of files, plus a sealed
-    manifest; row groups of `group_rows` rows."""
+    manifest listing each file's row groups of `group_rows` rows (as prep does)."""
     import fsspec
     import numpy as np
     import pyarrow as pa
@@ -97,7 +97,8 @@ def write_shards(url: str, files: int, rows_per_file: int, group_rows: int, seq_
         name = f"part-{index:05d}.parquet"
         with fs.open(f"{root}/{name}", "wb") as f:
             pq.write_table(table, f, row_group_size=group_rows)
-        listed.append(ShardFile(path=name, rows=rows_per_file))
+        groups = [group_rows] * (rows_per_file // group_rows) + [rows_per_file % group_rows] * (rows_per_file % group_rows > 0)
+        listed.append(ShardFile(path=name, rows=rows_per_file, row_groups=groups))
         s = stats[lang]
         s.docs += rows_per_file
         s.words += rows_per_file * seq_words
