@@ -22,6 +22,7 @@ import numpy as np
 ORDER_VERSION = 3  # 1: a materialised permutation of all rows (before issue 11); 2: Feistel over an even bit count
 ROUNDS = 6
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: round r's key is key + r·_GOLDEN, hashed by `mix` in F
 
 
 def mix(values: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def keyed_permutation(values: np.ndarray, size: int, keys: np.ndarray) -> np.nda
     low_bits = np.uint64(max(int(size - 1).bit_length(), 2) // 2)
     high_bits = np.uint64(max(int(size - 1).bit_length(), 2)) - low_bits
     low_mask, high_mask = (np.uint64(1) << low_bits) - np.uint64(1), (np.uint64(1) << high_bits) - np.uint64(1)
-    round_keys = np.stack([mix(keys + np.uint64(round_index)) for round_index in range(ROUNDS)])
+    round_keys = keys + np.arange(ROUNDS, dtype=np.uint64).reshape((ROUNDS,) + (1,) * keys.ndim) * _GOLDEN
     out, pending = values.copy(), np.arange(values.size)
     flat = out.reshape(-1)
     while pending.size:

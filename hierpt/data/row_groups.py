@@ -1,7 +1,7 @@
 """Rows of a shard set by global row index, read one Parquet row group at a time from any fsspec URL.
 
-A row group is the read unit: one ranged read of the sequence column's chunk (s3fs with its read-ahead off,
-so a read fetches what Parquet asks for, not 50 MB blocks). Decoded row groups stay as Arrow arrays in an LRU
+A row group is the read unit: one ranged read of the sequence column's chunk (`fs.cat_file` of the bytes
+Parquet asks for: no read-ahead, one request). Decoded row groups stay as Arrow arrays in an LRU
 bounded in bytes; footers (needed to find a chunk) in an LRU bounded in files. Row offsets are computed once,
 one integer per file and one per row group the manifest lists, so finding the row groups of a step is two
 vectorised searches. `bytes_read` counts every byte fetched from storage, footers included, so read
@@ -27,22 +27,27 @@ FOOTER_CACHE_FILES = 4096
 READ_THREADS = 8  # row groups fetched at once ahead of use: object storage answers each GET in tens of ms
 
 
-class _CountingFile:
-    """A read-only file that adds the bytes it returns to its owner's `bytes_read` (pyarrow reads through it)."""
+class _RangedFile:
+    """A read-only file over one stored object whose every read is one ranged request (`fs.cat_file`), added
+    to its owner's `bytes_read` (pyarrow reads through it). An s3fs file object costs about twice the client
+    CPU per read (measured against SeaweedFS: 4.4 vs 2.3 ms for 35 KB), and object stores charge per request."""
 
-    def __init__(self, file, owner: ShardRows):
-        self.file, self.owner, self.closed = file, owner, False
+    def __init__(self, owner: ShardRows, path: str, size: int):
+        self.owner, self.path, self.size, self.position, self.closed = owner, path, size, 0, False
 
     def read(self, size: int = -1) -> bytes:
-        data = self.file.read(size)
+        end = self.size if size < 0 else min(self.position + size, self.size)
+        data = self.owner.fs.cat_file(self.path, start=self.position, end=end) if end > self.position else b""
+        self.position = end
         self.owner._count(len(data))
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self.file.seek(offset, whence)
+        self.position = offset + (0, self.position, self.size)[whence]
+        return self.position
 
     def tell(self) -> int:
-        return self.file.tell()
+        return self.position
 
     def seekable(self) -> bool:
         return True
@@ -55,13 +60,6 @@ class _CountingFile:
 
     def close(self) -> None:
         self.closed = True
-        self.file.close()
-
-    def __enter__(self) -> _CountingFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class _Footer:
@@ -96,9 +94,6 @@ class ShardRows:
         with self._lock:
             self.bytes_read += size
 
-    def _open(self, file_index: int, size: int | None = None) -> _CountingFile:
-        path = self.paths[file_index]
-        return _CountingFile(self.fs.open(path, "rb", cache_type="none", size=size), self)
 
     def typical_group_rows(self) -> int:
         """Rows per row group of the first file (from the manifest, else its footer): what sizes the order's
@@ -112,8 +107,7 @@ class ShardRows:
                 self._footers.move_to_end(file_index)
                 return self._footers[file_index]
         size = self.fs.size(self.paths[file_index])
-        with self._open(file_index, size) as f:
-            metadata = pq.ParquetFile(f).metadata
+        metadata = pq.ParquetFile(_RangedFile(self, self.paths[file_index], size)).metadata
         counts = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         footer_starts = np.cumsum([0] + counts, dtype=np.int64)
         expected = int(self.file_starts[file_index + 1] - self.file_starts[file_index])
@@ -169,8 +163,8 @@ class ShardRows:
         file_index, group = key
         try:
             footer = self.footer(file_index)
-            with self._open(file_index, footer.size) as f:
-                table = pq.ParquetFile(f, metadata=footer.metadata).read_row_group(group, columns=[self.column])
+            stored = _RangedFile(self, self.paths[file_index], footer.size)
+            table = pq.ParquetFile(stored, metadata=footer.metadata).read_row_group(group, columns=[self.column])
             values = table.column(self.column).combine_chunks()
         finally:
             with self._lock:
