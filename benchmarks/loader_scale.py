@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--cache-share", type=float, default=0.1, help="cache bytes / decoded shard set bytes")
     parser.add_argument("--train-steps", type=int, default=4)
     args = parser.parse_args()
+    started = time.perf_counter()
 
     from hierpt.model.hat import HATConfig
     from tests.fixtures.s3 import seaweedfs_server
@@ -268,7 +269,7 @@ def main() -> None:
         "read_amplification": worst,
         "read_amplification_world_4": max(a for w in urls for a in results[w]["read_amplification_world_4"]),
         "order_bytes_at_1e6_rows": order[10**6], "order_bytes_at_1e9_rows": order[10**9],
-        "data_wait_share": wait.get("data_wait_share"), "training": wait,
+        "data_wait_share": wait.get("data_wait_share"), "training": wait, "seconds": time.perf_counter() - started,
         "local": results["local"], "s3": results["s3"],
         "targets": {"throughput_over_scan": 0.5, "read_amplification": 1.5, "order_bytes_at_1e9_rows": 2**20,
                     "data_wait_share": 0.02},

@@ -34,7 +34,7 @@ from hierpt.splitting import words_to_tensors
 
 BLOCK_GROUPS = 8  # row groups per order block: a block straddles one more, so ~1 + 1/8 reads per row group
 PREFETCH_STEPS = 2  # steps collated ahead of the loop
-READ_AHEAD_STEPS = 8  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
+READ_AHEAD_STEPS = 16  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
 PLAN_STEPS = 32  # steps whose rows one call of the order computes: numpy's cost per call is shared by them
 
 Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
