@@ -1,8 +1,8 @@
 """The training loader against the physical limit of its storage, measured in the same run (issue 11).
 
 A shard set of `--files` Parquet files (default 200) with many small row groups, written language by language
-as prep writes them, is stored locally and on a SeaweedFS S3 server started here (tests/fixtures/s3.py). On
-each, in this process:
+as prep writes them, is stored locally and copied to a SeaweedFS S3 server started here (tests/fixtures/s3.py).
+On each, in this process:
 
 - scan: a sequential pyarrow read of every row group's sequence column, file after file (the limit: every
   byte read once, in order), both to Arrow only and to the Python rows the loader hands its collate;
@@ -15,7 +15,7 @@ Then the memory of the order object alone at 10^6 and 10^9 rows (tracemalloc), a
 of the `small` HAT on the S3 shards (Ray Train, 1 worker) for data_wait_s / step_seconds (the first step, which
 also builds the engine's state, is left out).
 
-    .venv/bin/python benchmarks/loader_scale.py [--files 200] [--train-steps 6]
+    .venv/bin/python benchmarks/loader_scale.py [--files 200] [--global-batch 64] [--train-steps 4]
 
 The last line is one JSON object (`throughput_over_scan`, `read_amplification`, `order_bytes_at_1e9_rows`,
 `data_wait_share`, ...); throughput_over_scan compares against the scan to Python rows (the same output), and
@@ -73,7 +73,7 @@ class PeakRSS:
 
 def write_shards(url: str, files: int, rows_per_file: int, group_rows: int, seq_words: int, max_word_bytes: int):
     """Synthetic word rows (letters, [S] between documents), one language per run of files, plus a sealed
-    manifest; row groups of `group_rows` rows."""
+    manifest listing each file's row groups of `group_rows` rows (as prep does)."""
     import fsspec
     import numpy as np
     import pyarrow as pa
@@ -97,7 +97,9 @@ def write_shards(url: str, files: int, rows_per_file: int, group_rows: int, seq_
         name = f"part-{index:05d}.parquet"
         with fs.open(f"{root}/{name}", "wb") as f:
             pq.write_table(table, f, row_group_size=group_rows)
-        listed.append(ShardFile(path=name, rows=rows_per_file))
+        full, short = divmod(rows_per_file, group_rows)
+        groups = [group_rows] * full + [short] * (short > 0)
+        listed.append(ShardFile(path=name, rows=rows_per_file, row_groups=groups))
         s = stats[lang]
         s.docs += rows_per_file
         s.words += rows_per_file * seq_words
@@ -109,6 +111,17 @@ def write_shards(url: str, files: int, rows_per_file: int, group_rows: int, seq_
                         recipe={"benchmark": "benchmarks/loader_scale.py"})  # fmt: skip
     write_manifest(url, manifest)
     return manifest.sealed()
+
+
+def upload(local: str, url: str, manifest) -> None:
+    """The same shard set on object storage: its files, then its manifest (last, as prep writes it)."""
+    import fsspec
+
+    from hierpt.data.shards import MANIFEST
+
+    fs, root = fsspec.core.url_to_fs(url)
+    for name in [f.path for f in manifest.files] + [MANIFEST]:
+        fs.put_file(f"{local}/{name}", f"{root}/{name}")
 
 
 def scan(url: str, manifest, to_python: bool) -> dict:
@@ -203,10 +216,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--rows-per-file", type=int, default=240)
     parser.add_argument("--group-rows", type=int, default=20)
-    parser.add_argument("--global-batch", type=int, default=16)
+    parser.add_argument("--global-batch", type=int, default=64)
     parser.add_argument("--cache-share", type=float, default=0.1, help="cache bytes / decoded shard set bytes")
-    parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("--train-steps", type=int, default=4)
     args = parser.parse_args()
+    started = time.perf_counter()
 
     from hierpt.model.hat import HATConfig
     from tests.fixtures.s3 import seaweedfs_server
@@ -218,15 +232,15 @@ def main() -> None:
     with seaweedfs_server(root / "seaweedfs") as server:
         bucket = server.new_bucket()
         urls = {"local": str(root / "shards"), "s3": f"s3://{bucket}/shards"}
-        for url in urls.values():
-            manifest = write_shards(url, args.files, args.rows_per_file, args.group_rows, small.seq_words,
-                                    small.max_word_bytes)  # fmt: skip
+        manifest = write_shards(urls["local"], args.files, args.rows_per_file, args.group_rows, small.seq_words,
+                                small.max_word_bytes)  # fmt: skip
+        upload(urls["local"], urls["s3"], manifest)
         rows, groups = manifest.total_rows, args.files * -(-args.rows_per_file // args.group_rows)
         steps = rows // args.global_batch
+        decoded = _decoded_bytes(urls["local"], manifest)
+        cache_bytes = int(decoded * args.cache_share)
         for where, url in urls.items():
             arrow, python = scan(url, manifest, to_python=False), scan(url, manifest, to_python=True)
-            decoded = _decoded_bytes(url, manifest)
-            cache_bytes = int(decoded * args.cache_share)
             one = run_loader(url, manifest, 1, 0, args.global_batch, cache_bytes, steps)
             ranks = [run_loader(url, manifest, 4, r, args.global_batch, cache_bytes, steps // 4) for r in (0, 3)]
             results[where] = {"scan_arrow": arrow, "scan_rows": python, "loader": one, "cache_bytes": cache_bytes,
@@ -255,7 +269,7 @@ def main() -> None:
         "read_amplification": worst,
         "read_amplification_world_4": max(a for w in urls for a in results[w]["read_amplification_world_4"]),
         "order_bytes_at_1e6_rows": order[10**6], "order_bytes_at_1e9_rows": order[10**9],
-        "data_wait_share": wait.get("data_wait_share"), "training": wait,
+        "data_wait_share": wait.get("data_wait_share"), "training": wait, "seconds": time.perf_counter() - started,
         "local": results["local"], "s3": results["s3"],
         "targets": {"throughput_over_scan": 0.5, "read_amplification": 1.5, "order_bytes_at_1e9_rows": 2**20,
                     "data_wait_share": 0.02},

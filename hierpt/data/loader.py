@@ -16,6 +16,7 @@ model's keyword inputs (`word_batch`, `BPETokenizer.batch`).
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import threading
 import time
@@ -33,7 +34,8 @@ from hierpt.splitting import words_to_tensors
 
 BLOCK_GROUPS = 8  # row groups per order block: a block straddles one more, so ~1 + 1/8 reads per row group
 PREFETCH_STEPS = 2  # steps collated ahead of the loop
-READ_AHEAD_STEPS = 8  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
+READ_AHEAD_STEPS = 16  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
+PLAN_STEPS = 32  # steps whose rows one call of the order computes: numpy's cost per call is shared by them
 
 Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
 
@@ -103,13 +105,13 @@ class DeterministicLoader:
             raise ValueError(
                 f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
             )
-        self.manifest = read_manifest(url)
-        self.total_rows = self.manifest.total_rows
+        manifest = read_manifest(url)  # not kept: its per-row-group lists live on as arrays in `self.rows`
+        self.total_rows, self.fingerprint = manifest.total_rows, manifest.fingerprint
         if self.total_rows == 0:
             raise ValueError(f"{url}: the shard set holds no rows")
         if state is not None:
-            check_resumable(state, self.manifest, url)
-        self.rows = ShardRows(url, self.manifest, cache_bytes)
+            check_resumable(state, manifest, url)
+        self.rows = ShardRows(url, manifest, cache_bytes)
         if state is None:
             block_rows, pieces, lanes = BLOCK_GROUPS * self.rows.typical_group_rows(), BLOCK_GROUPS, global_batch
         else:
@@ -127,7 +129,7 @@ class DeterministicLoader:
         return LoaderState(
             samples_consumed=self.samples_consumed,
             epoch=self.samples_consumed // self.total_rows,
-            fingerprint=self.manifest.fingerprint,
+            fingerprint=self.fingerprint,
             order_version=ORDER_VERSION,
             block_rows=self.order.block_rows,
             pieces=self.order.block_rows // self.order.piece_rows,
@@ -146,8 +148,13 @@ class DeterministicLoader:
 
     def step_rows(self, samples_consumed: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, rows) of this rank's samples in the step that starts at `samples_consumed`."""
-        positions = np.array(self.rank_positions(samples_consumed), dtype=np.int64)
-        return positions, self.order.rows(positions)
+        return self.plan(samples_consumed, 1)[0]
+
+    def plan(self, samples_consumed: int, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`step_rows` of `steps` consecutive steps from `samples_consumed`, in one call of the order."""
+        first = self.rank_positions(samples_consumed)
+        positions = np.arange(steps)[:, None] * self.global_batch + np.arange(first.start, first.stop)
+        return list(zip(positions, self.order.rows(positions.ravel()).reshape(positions.shape)))
 
     def step_at(self, samples_consumed: int) -> list[MicroBatch]:
         """This rank's micro-batches of the step that starts at `samples_consumed` (reads what it needs)."""
@@ -184,12 +191,15 @@ class DeterministicLoader:
         training loop, which raises it."""
         try:
             planned: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+            fetched = 0  # the first planned steps, whose row groups have been asked for
             while not self._stop.is_set():
                 while len(planned) <= READ_AHEAD_STEPS:
-                    planned.append(self.step_rows(samples_consumed + len(planned) * self.global_batch))
-                    self.rows.fetch_ahead(planned[-1][1])
+                    planned.extend(self.plan(samples_consumed + len(planned) * self.global_batch, PLAN_STEPS))
+                for _, rows in itertools.islice(planned, fetched, READ_AHEAD_STEPS + 1):
+                    self.rows.fetch_ahead(rows)
                 self._hand_over(self._micro_batches(*planned.popleft()))
                 samples_consumed += self.global_batch
+                fetched = READ_AHEAD_STEPS
         except Exception as error:
             self._hand_over(error)
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-ORDER_VERSION = 2  # 1: a materialised numpy permutation of all rows per epoch (hierpt before issue 11)
+ORDER_VERSION = 3  # 1: a materialised permutation of all rows (before issue 11); 2: Feistel over an even bit count
 ROUNDS = 6
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: round r's key is key + r·_GOLDEN, hashed by `mix` in F
 
 
 def mix(values: np.ndarray) -> np.ndarray:
@@ -35,27 +36,29 @@ def mix(values: np.ndarray) -> np.ndarray:
     return z
 
 
-def keyed_permutation(values: np.ndarray, size: int | np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """A keyed bijection of [0, size) applied to each value: a balanced Feistel network over the smallest even
-    number of bits that covers `size`, iterated until the result lands inside [0, size) (cycle walking keeps
-    it a bijection). `size` and `keys` may differ per element. The domain is < 4·size, so a value walks fewer
-    than 4 times on average."""
+def keyed_permutation(values: np.ndarray, size: int, keys: np.ndarray) -> np.ndarray:
+    """A keyed bijection of [0, size) applied to each value: a Feistel network over the fewest bits that cover
+    `size` (its two halves differ by a bit when that number is odd), iterated until the result lands inside
+    [0, size) (cycle walking keeps it a bijection). `keys` may differ per element. The domain is < 2·size, so
+    a value walks fewer than 2 times on average (a domain of even bits, < 4·size, cost twice that)."""
     values = np.asarray(values, dtype=np.uint64)
-    size = np.broadcast_to(np.asarray(size, dtype=np.uint64), values.shape)
     keys = np.broadcast_to(np.asarray(keys, dtype=np.uint64), values.shape)
-    bits = np.maximum(np.ceil(np.log2(np.maximum(size, 2).astype(np.float64))).astype(np.uint64), 2)
-    half = (bits + (bits & np.uint64(1))) // np.uint64(2)
-    mask = (np.uint64(1) << half) - np.uint64(1)
-    round_keys = [mix(keys + np.uint64(round_index)) for round_index in range(ROUNDS)]
-    out = values.copy()
-    pending = np.ones(values.shape, dtype=bool)
-    while pending.any():
-        x, h, m = out[pending], half[pending], mask[pending]
-        left, right = x >> h, x & m
-        for key in round_keys:
-            left, right = right, left ^ (mix(right ^ key[pending]) & m)
-        out[pending] = (left << h) | right
-        pending = out >= size
+    low_bits = np.uint64(max(int(size - 1).bit_length(), 2) // 2)
+    high_bits = np.uint64(max(int(size - 1).bit_length(), 2)) - low_bits
+    low_mask, high_mask = (np.uint64(1) << low_bits) - np.uint64(1), (np.uint64(1) << high_bits) - np.uint64(1)
+    round_keys = keys + np.arange(ROUNDS, dtype=np.uint64).reshape((ROUNDS,) + (1,) * keys.ndim) * _GOLDEN
+    out, pending = values.copy(), np.arange(values.size)
+    flat = out.reshape(-1)
+    while pending.size:
+        x, key = flat[pending], round_keys.reshape(ROUNDS, -1)[:, pending]
+        high, low = x >> low_bits, x & low_mask
+        for round_index in range(ROUNDS):  # each round changes one half by a keyed hash of the other
+            if round_index % 2:
+                low ^= mix(high ^ key[round_index]) & low_mask
+            else:
+                high ^= mix(low ^ key[round_index]) & high_mask
+        flat[pending] = (high << low_bits) | low
+        pending = pending[flat[pending] >= np.uint64(size)]
     return out
 
 

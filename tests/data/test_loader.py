@@ -128,7 +128,7 @@ def test_a_checkpoint_of_the_old_order_is_refused_in_one_line(shards):
     saved_before_issue_11 = LoaderState.model_validate_json(
         f'{{"samples_consumed": 8, "epoch": 0, "fingerprint": "{manifest.fingerprint}"}}'
     )
-    with pytest.raises(ValueError, match="data order is version 1, this hierpt computes version 2") as error:
+    with pytest.raises(ValueError, match="data order is version 1, this hierpt computes version 3") as error:
         loader(url, 2, 0, saved_before_issue_11)
     assert "\n" not in str(error.value)
 
@@ -149,6 +149,15 @@ def test_prefetched_steps_are_the_steps_computed_in_place(many_groups):
         assert ahead.last_wait_s >= 0
     assert ahead.state == in_place.state
     ahead.close()
+
+
+def test_a_plan_of_many_steps_is_those_steps_one_by_one_across_an_epoch_end(many_groups):
+    url, manifest = many_groups
+    rank = loader(url, 4, 3)
+    start = (manifest.total_rows // 8 - 3) * 8
+    for step, (positions, rows) in enumerate(rank.plan(start, 7)):
+        one_positions, one_rows = rank.step_rows(start + 8 * step)
+        assert positions.tolist() == one_positions.tolist() and rows.tolist() == one_rows.tolist()
 
 
 def test_each_row_group_is_read_about_once_per_epoch_with_a_cache_far_smaller_than_the_shards(many_groups):
@@ -183,6 +192,10 @@ def test_row_groups_listed_in_the_manifest_are_checked_against_the_files(many_gr
     assert [r for r in (loader(str(copy), 1, 0).row_of(p) for p in range(16))] == [
         loader(url, 1, 0).row_of(p) for p in range(16)
     ]
+    every_row = np.random.default_rng(0).permutation(manifest.total_rows)
+    from_listing, from_footers = ShardRows(str(copy), read_manifest(str(copy))), ShardRows(url, manifest)
+    assert all((a == b).all() for a, b in zip(from_listing.locate(every_row), from_footers.locate(every_row)))
+    assert from_listing.sequences(every_row) == from_footers.sequences(every_row)
     wrong = [listed[0].model_copy(update={"row_groups": [listed[0].rows]})] + listed[1:]
     write_manifest(str(copy), manifest.model_copy(update={"files": wrong}))
     rows = ShardRows(str(copy), read_manifest(str(copy)))
