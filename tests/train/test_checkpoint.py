@@ -82,6 +82,7 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_a
     run = f"{spec['storage']}/damaged"
     train(TrainJob.model_validate(spec))
     latest = checkpoint.resolve(run).path
+    assert Path(latest).name.startswith("step-00000004_")  # named by step (issue 16)
     shard = next(Path(latest).glob("ds/*optim_states.pt"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     capsys.readouterr()
