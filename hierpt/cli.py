@@ -87,11 +87,14 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from hierpt.jobs import execute
-    from hierpt.jobs.specs import load_spec, parse_spec
+    from hierpt.jobs.specs import apply_overrides, load_spec, parse_spec
 
     if bool(args.spec) == bool(args.spec_json):
         raise ValueError("give a job spec file or --spec-json, not both")
-    spec = parse_spec(json.loads(args.spec_json), "--spec-json") if args.spec_json else load_spec(args.spec)
+    if args.spec_json:
+        spec = parse_spec(apply_overrides(json.loads(args.spec_json), args.overrides), "--spec-json")
+    else:
+        spec = load_spec(args.spec, args.overrides)
     execute.main(spec)
 
 
@@ -115,6 +118,8 @@ def _jobs(args: argparse.Namespace) -> None:
     if args.action not in ("watch", "list") and not args.target:
         what = {"submit": "a spec YAML", "results": "a run name"}.get(args.action, "a job id")
         raise ValueError(f"jobs {args.action} needs {what}")
+    if args.overrides and args.action != "submit":
+        raise ValueError(f"--set changes the spec of jobs submit, not of jobs {args.action}")
     if args.action == "results":
         store = Store(args.db)
         rows = store.results(args.target)
@@ -130,7 +135,8 @@ def _jobs(args: argparse.Namespace) -> None:
             print(f"{job.job_id:<44} {job.kind:<19} {job.state:<10} attempts={job.attempts:<3} {job.message[:80]}")
         return
     recorded = Store(args.db).job(args.target) if args.action in ("status", "logs", "cancel") else None
-    spec = load_spec(args.target) if args.action == "submit" else None  # bad input is named before Ray is asked
+    # bad input (the spec and its --set) is named before Ray is asked
+    spec = load_spec(args.target, args.overrides) if args.action == "submit" else None
     try:
         scheduler = _scheduler(args)
     except ConnectionError as error:
@@ -172,7 +178,7 @@ def _train(args: argparse.Namespace) -> None:
 
     from hierpt.jobs.specs import parse_spec
 
-    spec = load_spec(args.job)
+    spec = load_spec(args.job, args.overrides)
     if spec.kind not in ("pretrain", "continued_pretrain"):
         raise ValueError(f"{args.job}: `hierpt train` runs pretrain and continued_pretrain specs, not {spec.kind}")
     overrides = {k: v for k, v in (("name", args.name), ("storage", args.storage)) if v is not None}
@@ -232,6 +238,13 @@ def _on_ray(command: argparse.ArgumentParser) -> None:
                          "(default $RAY_ADDRESS; neither: a local Ray of its own)")  # fmt: skip
 
 
+def _overrides(command: argparse.ArgumentParser) -> None:
+    """A command that reads a job spec: any field of it set from the command line (hierpt/jobs/specs.py)."""
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                         help="override a spec field, validated like the YAML: optimizer.lr=1e-3, steps=50, "
+                         "num_workers=[2,4] (repeatable)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="hierpt", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="print the traceback of an error (or HIERPT_VERBOSE=1)")
@@ -267,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("job", help="training job spec YAML (see jobs/tiny_pretrain.yaml)")
     tr.add_argument("--name", help="override the spec's run name")
     tr.add_argument("--storage", help="override the spec's run storage (local dir or s3://)")
+    _overrides(tr)
     _on_ray(tr)
     tr.set_defaults(run=_train)
 
@@ -306,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one job spec (prep, pretrain, continued_pretrain, eval) here")
     run.add_argument("spec", nargs="?", help="job spec YAML (jobs/)")
     run.add_argument("--spec-json", help="the spec inline, as JSON (what the scheduler sends to Ray)")
+    _overrides(run)
     _on_ray(run)
     run.set_defaults(run=_run)
 
@@ -321,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--give-up-after", type=_non_negative, default=900.0,
                       help="watch: stop (exit 1, jobs kept) when the cluster has not answered for this many seconds")  # fmt: skip
     jobs.add_argument("--plot", help="results: PNG path (default RUN-evals.png)")
+    _overrides(jobs)
     jobs.set_defaults(run=_jobs)
 
     return parser

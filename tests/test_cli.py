@@ -1,6 +1,9 @@
 """The `hierpt` command's error contract: every failure is one line on stderr naming the field, file or flag,
 with a non-zero exit and no traceback (issue 12.6) — for the probes of the issue and for generated arguments."""
 
+import json
+import shlex
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +46,14 @@ def assert_one_line(code: int, err: str, *needles: str) -> None:
         (["nonsense"], ["invalid choice"]),
         (["export", "s3://AKIA:planted@bucket/run", "--output", "o"], ["credentials"]),
         (["train", "spec.yaml", "--storage=s3://AKIA:planted@bucket/runs"], ["credentials"]),
+        (["train", "spec.yaml", "--set", "steps"], ["hierpt train: error: --set 'steps': expected FIELD=VALUE"]),
+        (["train", "spec.yaml", "--set", "optimizer.lrr=1e-3"], ["spec.yaml with --set: optimizer.lrr: Extra inputs"]),
+        (["run", "spec.yaml", "--set", "steps=0"], ["spec.yaml with --set: steps: "]),
+        (["jobs", "submit", "spec.yaml", "--set", "zero_stage=4"], ["spec.yaml with --set: zero_stage: "]),
+        (["run", "--spec-json", json.dumps({"kind": "pretrain", "name": "r", "storage": "runs", "data": {"shards": "s"},
+                                            "steps": 2}), "--set", "steps=0"], ["--spec-json: steps: "]),
+        (["jobs", "list", "--set", "steps=3"], ["--set changes the spec of jobs submit, not of jobs list"]),
+        (["train", "spec.yaml", "--set", "storage=s3://AKIA:planted@bucket/runs"], ["credentials"]),
     ],
 )
 def test_the_issues_probes_are_one_line_errors(argv, needles, capsys, tmp_path, monkeypatch):
@@ -74,6 +85,30 @@ def test_an_unexpected_error_is_one_line_and_verbose_adds_the_traceback(capsys, 
     assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("hierpt model-info: error:")
 
 
+def test_set_overrides_reach_the_spec_a_submitted_job_runs(capsys, tmp_path, monkeypatch):
+    """`jobs submit --set` changes what the cluster runs: the --spec-json of the job Ray is sent."""
+    from hierpt.jobs.scheduler import Scheduler
+    from hierpt.jobs.store import Store
+
+    class Cluster:  # a Jobs API that accepts everything and knows no earlier submission
+        entrypoints = []
+
+        def get_job_info(self, submission_id):
+            raise RuntimeError("status code 404")
+
+        def submit_job(self, entrypoint, **_):
+            self.entrypoints.append(entrypoint)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_module, "_scheduler", lambda args: Scheduler(Store(args.db), Cluster()))
+    (tmp_path / "spec.yaml").write_text("kind: pretrain\nname: r\nstorage: runs\ndata: {shards: s}\nsteps: 2\n")
+    code, err = run_cli(capsys, ["jobs", "submit", "spec.yaml", "--set", "steps=50", "--set", "optimizer.lr=1e-3"])
+    assert code == 0, err
+    (entrypoint,) = Cluster.entrypoints
+    sent = json.loads(shlex.split(entrypoint)[-1])
+    assert sent["steps"] == 50 and sent["optimizer"]["lr"] == 1e-3 and sent["name"] == "r"
+
+
 # Generated arguments: commands that fail fast on bad input (no `demo`, no `jobs watch`, no real training).
 FLAGS = {
     "generate": ["--checkpoint", "--prompt", "--max-words", "--temperature", "--top-p", "--seed"],
@@ -81,10 +116,10 @@ FLAGS = {
     "export": ["--output"],
     "model-info": ["--family", "--json"],
     "prep": ["--output", "--workers", "--seq-tokens", "--vocab-size", "--tokenizer"],
-    "train": ["--name", "--storage"],
-    "run": ["--spec-json"],
+    "train": ["--name", "--storage", "--set"],
+    "run": ["--spec-json", "--set"],
     "compare": ["--output", "--target"],
-    "jobs": ["--db", "--poll", "--plot"],
+    "jobs": ["--db", "--poll", "--plot", "--set"],
 }
 VALUES = st.one_of(
     st.sampled_from(["0", "-1", "nan", "inf", "1e999", "", ".", "..", "/", "x.yaml", "{}", "[1", "tiny", "hat",

@@ -11,8 +11,10 @@ cluster can then read (the Jobs API serves every job's runtime_env; Ray's agents
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -296,8 +298,46 @@ def read_spec_file(path: str | os.PathLike) -> dict:
     return absolute_paths(raw, Path.cwd())
 
 
-def load_spec(path: str | os.PathLike) -> JobSpec:
-    return parse_spec(read_spec_file(path), source=str(path))
+def apply_overrides(raw, assignments: Sequence[str]):
+    """`raw` with each `FIELD=VALUE` of `--set` applied before validation, so an override is checked like the
+    YAML it stands for (a field the spec's model lacks is refused by name). FIELD is a dotted path, a list item
+    named by its index (`stages.0.steps`); mappings missing on the way are created. VALUE is read as YAML
+    (`1e-3`, `[2, 4]`, `true`, `null`); a relative local path in it is made absolute, as in a spec file."""
+    raw = copy.deepcopy(raw)
+    for assignment in assignments:
+        if has_credentials(assignment):  # refused before any message can echo it
+            raise ValueError(f"--set: {CREDENTIALS_IN_URL}")
+        path, equals, text = assignment.partition("=")
+        keys = path.strip().split(".")
+        if not equals or not all(keys):
+            raise ValueError(f"--set {assignment!r}: expected FIELD=VALUE, e.g. optimizer.lr=1e-3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {path}: {text!r} is not a YAML value") from None
+        node, field = raw, None
+        for depth, key in enumerate(keys):
+            where = ".".join(keys[:depth]) or "(top level)"
+            if isinstance(node, list):
+                if not (key.isdigit() and int(key) < len(node)):
+                    raise ValueError(f"--set {path}: {key!r} is not an index of {where} (a list of {len(node)})")
+                key = int(key)
+            elif isinstance(node, dict):
+                field = key
+            else:
+                raise ValueError(f"--set {path}: {where} is a value ({type(node).__name__}), not a mapping of fields")
+            if depth == len(keys) - 1:
+                node[key] = absolute_paths(value, Path.cwd(), field)
+            else:
+                if isinstance(node, dict) and node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+    return raw
+
+
+def load_spec(path: str | os.PathLike, overrides: Sequence[str] = ()) -> JobSpec:
+    source = f"{path} with --set" if overrides else str(path)
+    return parse_spec(apply_overrides(read_spec_file(path), overrides), source=source)
 
 
 def forwarded_env(spec: JobSpec) -> dict[str, str]:

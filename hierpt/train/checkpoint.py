@@ -17,6 +17,7 @@ own error (`CorruptCheckpoint`, exit 2): resubmitting cannot repair it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import shutil
@@ -215,6 +216,9 @@ def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, be
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+            # named by step for users and scripts; the time keeps a step written again (after a crash, or a
+            # damaged checkpoint skipped) apart from its earlier directory, which Ray may still delete
+            checkpoint_dir_name=f"step-{state.step:08d}_{datetime.datetime.now():%Y-%m-%d_%H-%M-%S.%f}",
             checkpoint_upload_mode=ray.train.CheckpointUploadMode[upload.upper()],
             delete_local_checkpoint_after_upload=True,
         )

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from hierpt.jobs.specs import (
     ContinuedPretrainJob,
     EvalJob,
     PretrainJob,
+    apply_overrides,
     forwarded_env,
     load_spec,
     parse_spec,
@@ -242,3 +244,48 @@ def test_generated_spec_files_are_accepted_or_refused_in_one_line(content, tmp_p
         load_spec(path)
     except ValueError as error:
         assert str(error).startswith(f"{path}: ") and "\n" not in str(error), str(error)
+
+
+def test_set_overrides_are_validated_like_the_yaml_and_create_missing_mappings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("kind: pretrain\nname: r\nstorage: runs\ndata: {shards: s}\nsteps: 3\n")
+    overrides = ["optimizer.lr=1e-3", "steps=50", "num_workers=[2, 4]", "global_batch=24", "offload_optimizer=true",
+                 "tensorboard_dir=null", "data.shards=shards/b", "model.overrides.d_model=64"]  # fmt: skip
+    spec = load_spec(tmp_path / "s.yaml", overrides)
+    assert spec.optimizer.lr == 1e-3 and spec.optimizer.warmup_steps == 500  # the rest of `optimizer` untouched
+    assert spec.steps == 50 and spec.num_workers == (2, 4) and spec.offload_optimizer is True
+    assert spec.data.shards == str(tmp_path / "shards/b")  # a relative path, made absolute as in the file
+    assert spec.model.overrides == {"d_model": 64}
+
+
+def test_set_overrides_index_lists_and_leave_the_spec_they_were_given_as_it_was():
+    raw = {"kind": "experiment", "stages": [{"steps": 1}, "b.yaml"]}
+    assert apply_overrides(raw, ["stages.0.steps=3"])["stages"] == [{"steps": 3}, "b.yaml"]
+    assert raw["stages"][0] == {"steps": 1}
+    for assignment, message in [("stages.2.steps=3", "'2' is not an index of stages (a list of 2)"),
+                                ("stages.1.steps=3", "stages.1 is a value (str), not a mapping")]:  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            apply_overrides(raw, [assignment])
+
+
+@pytest.mark.parametrize(
+    ("assignment", "needles"),
+    [
+        ("optimizer.lrr=1", ["s.yaml with --set: optimizer.lrr: Extra inputs are not permitted"]),
+        ("stepz=5", ["stepz: Extra inputs"]),
+        ("steps=0", ["s.yaml with --set: steps: "]),
+        ("optimizer.lr=-1", ["optimizer.lr: "]),
+        ("steps.every=1", ["--set steps.every: steps is a value (int), not a mapping of fields"]),
+        ("steps", ["--set 'steps': expected FIELD=VALUE"]),
+        ("=5", ["expected FIELD=VALUE"]),
+        ("optimizer..lr=1", ["expected FIELD=VALUE"]),
+        ("num_workers=[2", ["--set num_workers: '[2' is not a YAML value"]),
+        ("s3://AKIA:planted@b.x=1", ["--set: ", "credentials"]),
+    ],
+)
+def test_bad_set_overrides_are_one_line_naming_the_field(assignment, needles, tmp_path):
+    (tmp_path / "s.yaml").write_text("kind: pretrain\nname: r\nstorage: runs\ndata: {shards: s}\nsteps: 3\n")
+    with pytest.raises(ValueError) as error:
+        load_spec(tmp_path / "s.yaml", [assignment])
+    message = str(error.value)
+    assert "\n" not in message and all(needle in message for needle in needles), message

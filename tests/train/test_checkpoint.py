@@ -82,6 +82,7 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_a
     run = f"{spec['storage']}/damaged"
     train(TrainJob.model_validate(spec))
     latest = checkpoint.resolve(run).path
+    assert Path(latest).name.startswith("step-00000004_")  # named by step (issue 16)
     shard = next(Path(latest).glob("ds/*optim_states.pt"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     capsys.readouterr()
@@ -102,7 +103,7 @@ def test_a_damaged_latest_checkpoint_is_named_and_skipped_by_resume_and_export_a
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 6
     assert latest in capsys.readouterr().err
 
-    for state in Path(run).glob("checkpoint_*/" + checkpoint.STATE_FILE):  # now no intact checkpoint is left
+    for state in Path(run).glob("step-*/" + checkpoint.STATE_FILE):  # now no intact checkpoint is left
         state.write_text(state.read_text()[:40])
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"kind": "pretrain", **spec, "steps": 8}))
     refused = subprocess.run([sys.executable, "-m", "hierpt.cli", "train", str(tmp_path / "spec.yaml")],
