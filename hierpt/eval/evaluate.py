@@ -31,7 +31,7 @@ from hierpt.eval.metrics import ScoreSums, compression, relative_increase
 from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
 from hierpt.model.baseline import Baseline
 from hierpt.model.family import load_any_export
-from hierpt.model.hat import HAT, IGNORE
+from hierpt.model.hat import HAT, IGNORE, word_scores
 from hierpt.splitting import (
     DEFAULT_MAX_WORD_BYTES,
     END_OF_DOC_WORD,
@@ -43,7 +43,7 @@ UNDETERMINED = "und"
 ALL = "all"
 BATCH_POSITIONS = 8192  # padded positions (words or tokens) per forward
 
-Scorer = Callable[[Sequence[str]], ScoreSums]
+Scorer = Callable[[Sequence[str]], list[ScoreSums]]  # sums per text, in order
 
 
 @dataclass(frozen=True)
@@ -101,24 +101,36 @@ def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
 
 
 @torch.inference_mode()
-def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -> ScoreSums:
+def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -> list[ScoreSums]:
+    """Sums per text. All texts' windows share the batches, so many short texts (a few documents per
+    language, times five passes) still fill forwards as large as training's."""
     config, device = model.config, next(model.parameters()).device
-    sequences = []
-    for text in texts:
+    sequences, owners = [], []
+    for t, text in enumerate(texts):
         words = [END_OF_DOC_WORD, *split_words(text, config.max_word_bytes), END_OF_DOC_WORD]
-        sequences.extend(windows(words, config.seq_words))
-    sums = ScoreSums()
+        pieces = windows(words, config.seq_words)
+        sequences.extend(pieces)
+        owners.extend([t] * len(pieces))
+    nll = torch.zeros(len(texts), dtype=torch.float64)
+    counts = torch.zeros(len(texts), 3, dtype=torch.long)  # utf8 bytes, words, words right
     for index in length_batches([len(s) for s in sequences], budget):
         word_bytes, lengths = words_to_tensors([sequences[i] for i in index], config.max_word_bytes)
-        sums.add(model(word_bytes.to(device), lengths.to(device)))
-    return sums
+        predictive, spelled, spelled_lens = model.contexts(word_bytes.to(device), lengths.to(device))
+        # the text of each predicted word (row-major, as `contexts` returns them)
+        text_of = torch.tensor([owners[i] for i in index])[(lengths[:, 1:] > 0).nonzero()[:, 0]]
+        for group, logits, targets in model.spelling(predictive, spelled, spelled_lens):
+            words, owner = word_scores(logits, targets), text_of[group.cpu()]
+            nll.index_add_(0, owner, words.nll.double().cpu())
+            per_word = torch.stack((words.utf8_bytes, torch.ones_like(words.utf8_bytes), words.correct.long()), 1)
+            counts.index_add_(0, owner, per_word.cpu())
+    return [ScoreSums(n, *c) for n, c in zip(nll.tolist(), counts.tolist())]
 
 
 @torch.inference_mode()
 def score_baseline(
     model: Baseline, tokenizer: BPETokenizer, texts: Sequence[str], budget: int = BATCH_POSITIONS
-) -> ScoreSums:
-    """Sums over the documents' tokens, and word accuracy over the documents' HAT words (see `_words_correct`)."""
+) -> list[ScoreSums]:
+    """Sums per text over its tokens, and word accuracy over its HAT words (see `_words_correct`)."""
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model embeds {model.config.vocab_size}")
     device, eod, byte_counts = next(model.parameters()).device, tokenizer.eod_id, tokenizer.token_bytes()
@@ -128,22 +140,22 @@ def score_baseline(
     ]
     lengths = [min(model.config.seq_tokens, len(documents[d]) - start) for d, start in pieces]
     correct = [torch.zeros(len(doc), dtype=torch.bool) for doc in documents]  # entry t: token t predicted right
-    sums = ScoreSums()
+    sums = [ScoreSums() for _ in texts]
     for index in length_batches(lengths, budget):
         tokens = torch.full((len(index), lengths[index[0]]), IGNORE, dtype=torch.int64)
         for row, i in enumerate(index):
             d, start = pieces[i]
             tokens[row, : lengths[i]] = documents[d][start : start + lengths[i]]
+        token_bytes = byte_counts[tokens.clamp(min=0)].to(device)
         logits = model.predict(tokens.to(device))
-        sums.add(model.score(logits, tokens.to(device), byte_counts[tokens.clamp(min=0)].to(device)))
         right = logits.argmax(-1).cpu() == tokens[:, 1:]
-        for row, i in enumerate(index):
+        tokens = tokens.to(device)
+        for row, i in enumerate(index):  # each row is one text's window
             d, start = pieces[i]
+            sums[d].add(model.score(logits[row : row + 1], tokens[row : row + 1], token_bytes[row : row + 1]))
             correct[d][start + 1 : start + lengths[i]] = right[row, : lengths[i] - 1]
-    for text, doc, doc_correct in zip(texts, documents, correct):
-        words, words_correct = _words_correct(text, byte_counts[doc], doc_correct)
-        sums.words += words
-        sums.words_correct += words_correct
+    for text, doc, doc_correct, doc_sums in zip(texts, documents, correct, sums):
+        doc_sums.words, doc_sums.words_correct = _words_correct(text, byte_counts[doc], doc_correct)
     return sums
 
 
@@ -180,26 +192,23 @@ def evaluate(
     for doc in documents:
         by_lang.setdefault(doc.lang, []).append(doc.text)
     result: dict = {"seed": seed, "rate": rate, "docs": {lang: len(texts) for lang, texts in by_lang.items()}}
-
-    def per_language(kind: str | None) -> dict[str, ScoreSums]:
-        """Sums per language (and all) of the clean text, or of the text under perturbation `kind`."""
-        sums = {
-            lang: score(texts if kind is None else [perturb(text, kind, seed, rate) for text in texts])
-            for lang, texts in by_lang.items()
-        }
-        sums[ALL] = sum(sums.values(), ScoreSums())
-        return sums
-
-    clean = per_language(None)
+    # one call for every pass over every document, so the scorer batches them all together
+    passes = [None, *perturbations]
+    runs = [(kind, doc) for kind in passes for doc in documents]
+    texts = [doc.text if kind is None else perturb(doc.text, kind, seed, rate) for kind, doc in runs]
+    sums = {kind: {lang: ScoreSums() for lang in [*by_lang, ALL]} for kind in passes}
+    for (kind, doc), text_sums in zip(runs, score(texts), strict=True):
+        sums[kind][doc.lang] += text_sums
+        sums[kind][ALL] += text_sums
+    clean = sums[None]
     result["bits_per_byte"] = {lang: s.bits_per_byte for lang, s in clean.items()}
     if clean[ALL].words:
         result["word_accuracy"] = {lang: s.word_accuracy for lang, s in clean.items()}
     result["perturbed_bits_per_byte"], result["robustness"] = {}, {}
     for kind in perturbations:
-        perturbed = per_language(kind)
-        result["perturbed_bits_per_byte"][kind] = {lang: s.bits_per_byte for lang, s in perturbed.items()}
+        result["perturbed_bits_per_byte"][kind] = {lang: s.bits_per_byte for lang, s in sums[kind].items()}
         result["robustness"][kind] = {
-            lang: relative_increase(s.bits_per_byte, clean[lang].bits_per_byte) for lang, s in perturbed.items()
+            lang: relative_increase(s.bits_per_byte, clean[lang].bits_per_byte) for lang, s in sums[kind].items()
         }
     all_texts = [text for texts in by_lang.values() for text in texts]
     result["compression"] = {
@@ -245,9 +254,9 @@ def evaluate_model(
         bpe = BPETokenizer.load(tokenizer) if tokenizer else None
     scored = ScoreSums()
 
-    def timed_score(texts: Sequence[str]) -> ScoreSums:
+    def timed_score(texts: Sequence[str]) -> list[ScoreSums]:
         sums = score(texts)
-        scored.utf8_bytes += sums.utf8_bytes
+        scored.utf8_bytes += sum(s.utf8_bytes for s in sums)
         return sums
 
     start = time.perf_counter()

@@ -1,14 +1,16 @@
 """lm-evaluation-harness model `hierpt`: downstream tasks (MMLU, ARC, HellaSwag, ...) for either family's export.
 
-lm-eval 0.4.13 finds models only in its own table, so this module must be imported for `hierpt` to exist:
+lm-eval 0.4.13 finds models only in its own table (no release reads plugins yet; pyproject.toml declares the
+`lm_eval.models` entry point its main branch reads), so this module must be imported for `hierpt` to exist:
 `python -m hierpt.eval.harness` is lm-eval's command line with it registered:
 
     python -m hierpt.eval.harness --model hierpt --model_args checkpoint=EXPORT --tasks arc_easy
     python -m hierpt.eval.harness --model hierpt --model_args checkpoint=EXPORT --tasks my_task --include_path tasks/
 
 In Python, `run_tasks` for a loaded model (what eval jobs call), or `lm_eval.simple_evaluate(model="hierpt",
-model_args={"checkpoint": ...})` after importing this module. Requests are scored with `hierpt.eval.scoring`; `generate_until` generates with the KV-cached
-generators (`max_gen_toks` is read as words for the HAT), then cuts the text at the first stop string.
+model_args={"checkpoint": ...})` after importing this module. Requests are scored with `hierpt.eval.scoring`;
+`generate_until` generates with the KV-cached generators (`max_gen_toks` is read as words for the HAT), each
+row stopping as soon as a stop string appears, and cuts the text at the first one.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class HierptLM(LM):
         for i, request in enumerate(requests):
             groups.setdefault(_settings(request.args[1]), []).append(i)
         for (stops, words, temperature), index in groups.items():
-            sampling = SamplingConfig(max_words=words, temperature=temperature)
+            sampling = SamplingConfig(max_words=words, temperature=temperature, stop=stops)
             texts = continue_texts(self.model, self.tokenizer, [requests[i].args[0] for i in index], sampling)
             for i, text in zip(index, texts):
                 out[i] = cut_at_stops(text, stops)

@@ -28,7 +28,7 @@ from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.evaluate import BATCH_POSITIONS, length_batches, window_starts
 from hierpt.model.baseline import Baseline
 from hierpt.model.generate import allowed_at, allowed_bytes
-from hierpt.model.hat import HAT, IGNORE, end_of_word_targets, length_groups
+from hierpt.model.hat import HAT, IGNORE
 from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
 
 
@@ -97,17 +97,14 @@ def score_hat(model: HAT, requests: Sequence[tuple[str, str]], budget: int = BAT
         offsets = torch.tensor([w.offsets + [0] * (lengths.shape[1] - len(w.offsets)) for w in batch])[rows, cols]
         request = torch.tensor([w.request for w in batch])[rows]
         span = torch.tensor([spans[w.request] for w in batch])[rows]
-        for group, width in length_groups(spelled_lens, config.max_word_bytes):
+        for group, logits, targets in model.spelling(predictive, spelled, spelled_lens):
             if not len(group):
                 continue
-            group_bytes = spelled[group, :width]
-            logits = model.decode_logits(predictive[group], group_bytes).float()
-            targets = end_of_word_targets(group_bytes, spelled_lens[group])
-            g = group.cpu()
-            at = offsets[g, None] + torch.arange(width + 1)  # byte offset of each target ([W]: where it ends)
+            logits, g, positions = logits.float(), group.cpu(), targets.shape[1]
+            at = offsets[g, None] + torch.arange(positions)  # byte offset of each target ([W]: where it ends)
             counted = (targets.cpu() != IGNORE) & (at >= span[g, :1]) & (at < span[g, 1:])
             logp = F.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0].cpu()
-            choice = logits.masked_fill(~allowed[: width + 1], float("-inf")).argmax(-1).cpu()
+            choice = logits.masked_fill(~allowed[:positions], float("-inf")).argmax(-1).cpu()
             ids.append(request[g])
             logprobs.append((logp * counted).sum(1))
             wrong.append(((choice != targets.cpu()) & counted).sum(1))

@@ -45,6 +45,11 @@ class SamplingConfig:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
+    stop: tuple[str, ...] = ()  # a row ends once its continuation contains one of these (lm-eval's `until`)
+
+
+def _stopped(text: str, sampling: SamplingConfig) -> bool:
+    return any(s and s in text for s in sampling.stop)
 
 
 def prompt_words(prompt: str, max_word_bytes: int) -> tuple[list[bytes], bytes]:
@@ -134,32 +139,41 @@ def spell_words(
 @torch.no_grad()
 def generate_hat(model: HAT, prompts: Sequence[str], sampling: SamplingConfig) -> list[list[bytes]]:
     """Continue each prompt; per row the words after the prompt's finished ones (the first completes the
-    prompt's unfinished word), ending with [S] if the model ended the document."""
+    prompt's unfinished word), ending with [S] if the model ended the document, or with the word that
+    completed a stop string (`SamplingConfig.stop`)."""
     config, device = model.config, _device(model)
     rows = [prompt_words(p, config.max_word_bytes) for p in prompts]
     B, rngs = len(rows), _rngs(len(rows), sampling)
     history = [list(context) for context, _ in rows]  # each row's words so far, for a rebuilt window
-    prefixes = [prefix for _, prefix in rows]
+    unfinished = [prefix for _, prefix in rows]
+    prefixes = list(unfinished)
     capacity = min(config.seq_words, max(map(len, history)) + sampling.max_words)
     cache, predictive = _prefill_backbone(model, [h[-config.seq_words :] for h in history], capacity)
     new_words: list[list[bytes]] = [[] for _ in range(B)]
+    active = [True] * B
     for _ in range(sampling.max_words):
-        active = [not words or words[-1] != END_OF_DOC_WORD for words in new_words]
         if not any(active):
             break
-        words = spell_words(model, predictive, prefixes, sampling, rngs)
+        spelling = [row for row in range(B) if active[row]]  # a row that ended spells nothing more
+        spelled = spell_words(
+            model, predictive[spelling], [prefixes[r] for r in spelling], sampling, [rngs[r] for r in spelling]
+        )
+        words = [END_OF_DOC_WORD] * B  # an ended row's place in the batch; its cache does not grow
+        for row, word in zip(spelling, spelled):
+            words[row] = word
+            new_words[row].append(word)
+            history[row].append(word)
         prefixes = [b""] * B
-        for row in range(B):
-            if active[row]:
-                new_words[row].append(words[row])
-                history[row].append(words[row])
+        counts = torch.tensor(active, device=device).long()
+        for row in spelling:  # a stop string ends the row as soon as it appears, not at max_words
+            ended = new_words[row][-1] == END_OF_DOC_WORD
+            active[row] = not ended and not _stopped(_continuation(unfinished[row], new_words[row]), sampling)
         if int(cache.lengths.max()) == cache.capacity:
             keep = max(1, config.seq_words // 2)
             cache, predictive = _prefill_backbone(model, [h[-keep:] for h in history], config.seq_words)
             continue
         word_bytes, lengths = words_to_tensors([[w] for w in words], config.max_word_bytes)
         vectors = model.encode_words(word_bytes[:, 0].to(device), lengths[:, 0].to(device))
-        counts = torch.tensor(active, device=device).long()
         predictive = model.run_backbone(vectors[:, None], cache=cache, counts=counts)[:, 0]
     return new_words
 
@@ -247,11 +261,10 @@ def _token_mask(model: Baseline, tokenizer: BPETokenizer) -> torch.Tensor:
 
 
 def _baseline_done(tokenizer: BPETokenizer, new: list[int], sampling: SamplingConfig) -> bool:
-    return (
-        (bool(new) and new[-1] == tokenizer.eod_id)
-        or len(new) >= sampling.max_words * TOKENS_PER_WORD_BOUND
-        or len(split_words(tokenizer.decode(new))) > sampling.max_words
-    )
+    if (new and new[-1] == tokenizer.eod_id) or len(new) >= sampling.max_words * TOKENS_PER_WORD_BOUND:
+        return True
+    text = tokenizer.decode(new)
+    return len(split_words(text)) > sampling.max_words or _stopped(text, sampling)
 
 
 def _baseline_text(tokenizer: BPETokenizer, new: list[int], sampling: SamplingConfig) -> str:

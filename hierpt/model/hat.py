@@ -272,6 +272,15 @@ class HATOutput(NamedTuple):
         return self.words
 
 
+class WordScores(NamedTuple):
+    """Per predicted word, what `HATOutput` sums over a batch: evaluation splits the sums by document."""
+
+    nll: torch.Tensor  # [n] cross-entropy (nats) of the word's bytes and end mark
+    targets: torch.Tensor  # [n] predicted positions
+    utf8_bytes: torch.Tensor  # [n] of them real text bytes
+    correct: torch.Tensor  # [n] bool: the argmax got every byte and the end mark
+
+
 # The paper's Table 2 split: each projection belongs to the byte module on its side.
 MODULE_GROUPS = {
     "encoder": ("encoder_embed", "encoder", "encoder_to_backbone"),
@@ -336,12 +345,16 @@ class HAT(nn.Module):
 
     def spell(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
         """Decoder loss of spelling words [n, L] from their predictive embeddings [n, d], teacher-forced."""
-        scores = []
-        for index, width in length_groups(spelled_lens, self.config.max_word_bytes):  # as in encode_words
-            group_bytes, group_lens = spelled[index, :width], spelled_lens[index]
+        groups = self.spelling(predictive, spelled, spelled_lens)
+        return merge_scores([self.score(logits, targets) for _, logits, targets in groups])
+
+    def spelling(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor):
+        """Per length group of the words (as in encode_words): their indices, decoder logits [m, width+1, 256]
+        and targets [m, width+1]."""
+        for index, width in length_groups(spelled_lens, self.config.max_word_bytes):
+            group_bytes = spelled[index, :width]
             logits = self.decode_logits(predictive[index], group_bytes)
-            scores.append(self.score(logits, end_of_word_targets(group_bytes, group_lens)))
-        return merge_scores(scores)
+            yield index, logits, end_of_word_targets(group_bytes, spelled_lens[index])
 
     def predict(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits [n, L+1, 256] and targets [n, L+1] of every predicted word, in row-major order."""
@@ -362,19 +375,15 @@ class HAT(nn.Module):
 
     @staticmethod
     def score(logits: torch.Tensor, targets: torch.Tensor) -> HATOutput:
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
-        valid = targets != IGNORE
-        count = valid.sum()
-        nll_sum = nll.sum()
-        byte_targets = valid & (targets < 256) & (targets != WORD_MARK) & (targets != END_OF_DOC)
-        right = (logits.argmax(-1) == targets) | ~valid
+        words = word_scores(logits, targets)
+        count, nll_sum = words.targets.sum(), words.nll.sum()
         return HATOutput(
             loss=nll_sum / count.clamp(min=1),
             nll_sum=nll_sum.detach(),
             targets=count,
-            utf8_bytes=byte_targets.sum(),
+            utf8_bytes=words.utf8_bytes.sum(),
             words=torch.tensor(targets.shape[0], device=targets.device),
-            words_correct=right.all(dim=1).sum(),
+            words_correct=words.correct.sum(),
         )
 
     def num_params(self) -> dict[str, int]:
@@ -422,6 +431,15 @@ def end_of_word_targets(word_bytes: torch.Tensor, lengths: torch.Tensor) -> torc
     targets[positions[None, :] > lengths[:, None]] = IGNORE
     targets[is_doc_end, 1] = IGNORE
     return targets.long()
+
+
+def word_scores(logits: torch.Tensor, targets: torch.Tensor) -> WordScores:
+    """Sums per word of decoder logits [n, L+1, 256] against targets [n, L+1] (`end_of_word_targets`)."""
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    valid = targets != IGNORE
+    byte_targets = valid & (targets < 256) & (targets != WORD_MARK) & (targets != END_OF_DOC)
+    right = (logits.argmax(-1) == targets) | ~valid
+    return WordScores(nll.view(targets.shape).sum(1), valid.sum(1), byte_targets.sum(1), right.all(dim=1))
 
 
 def group_parameters(model: nn.Module, group: str) -> list[nn.Parameter]:

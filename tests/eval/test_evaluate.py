@@ -10,17 +10,20 @@ import torch
 
 from hierpt.cli import main
 from hierpt.eval.evaluate import (
+    ALL,
     Document,
     _words_correct,
+    evaluate,
     read_documents,
     score_baseline,
     score_hat,
     windows,
 )
-from hierpt.eval.perturb import PERTURBATIONS
+from hierpt.eval.metrics import ScoreSums
+from hierpt.eval.perturb import PERTURBATIONS, perturb
 from hierpt.model.baseline import Baseline, BaselineConfig, load_baseline_export
-from hierpt.model.hat import HAT, HATConfig
-from hierpt.splitting import split_words
+from hierpt.model.hat import HAT, IGNORE, HATConfig
+from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
 
 # One document longer than the tiny presets' sequences (64 words, 96 tokens), in several scripts.
 TEXTS = [
@@ -28,6 +31,10 @@ TEXTS = [
     " ".join(f"Wort{i} über Straße, naïve café {i}." for i in range(40)),
     "快速的狐狸跳过了懒狗。Быстрая лиса.\n\nA second paragraph.",
 ]
+
+
+def total(sums: list[ScoreSums]) -> ScoreSums:
+    return sum(sums, ScoreSums())
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +49,8 @@ def test_hat_and_baseline_score_exactly_the_bytes_of_the_documents(untrained, to
     hat, baseline = untrained
     n_bytes = sum(len(text.encode()) for text in TEXTS)
     assert len(list(windows(range(200), 64))) > 1  # the long document really is cut into windows
-    assert score_hat(hat, TEXTS).utf8_bytes == n_bytes
-    assert score_baseline(baseline, tokenizer, TEXTS).utf8_bytes == n_bytes
+    assert total(score_hat(hat, TEXTS)).utf8_bytes == n_bytes
+    assert total(score_baseline(baseline, tokenizer, TEXTS)).utf8_bytes == n_bytes
 
 
 def test_windows_predict_every_position_but_the_first_exactly_once():
@@ -79,21 +86,66 @@ def test_baseline_word_is_right_only_when_every_token_covering_it_is(tokenizer):
 def test_baseline_word_accuracy_does_not_depend_on_windows_or_batching(baseline_export, corpus):
     baseline, tokenizer = load_baseline_export(baseline_export[0])
     texts = [text for _, text in corpus["eval"]] + TEXTS
-    one_by_one = score_baseline(baseline, tokenizer, texts, budget=96)
-    together = score_baseline(baseline, tokenizer, texts)
+    one_by_one = total(score_baseline(baseline, tokenizer, texts, budget=96))
+    together = total(score_baseline(baseline, tokenizer, texts))
     assert one_by_one.words == together.words == sum(len(split_words(t)) + 1 for t in texts)
     assert one_by_one.words_correct == together.words_correct > 0
 
 
 def test_scores_do_not_depend_on_batching(untrained, tokenizer):
     hat, baseline = untrained
-    one_by_one = score_hat(hat, TEXTS, budget=64)
-    together = score_hat(hat, TEXTS)
+    one_by_one = total(score_hat(hat, TEXTS, budget=64))
+    together = total(score_hat(hat, TEXTS))
     assert one_by_one.utf8_bytes == together.utf8_bytes and one_by_one.words == together.words
     assert math.isclose(one_by_one.bits_per_byte, together.bits_per_byte, rel_tol=1e-4)
-    single = score_baseline(baseline, tokenizer, TEXTS, budget=96)
-    batched = score_baseline(baseline, tokenizer, TEXTS)
+    single = total(score_baseline(baseline, tokenizer, TEXTS, budget=96))
+    batched = total(score_baseline(baseline, tokenizer, TEXTS))
     assert math.isclose(single.bits_per_byte, batched.bits_per_byte, rel_tol=1e-4)
+
+
+def forward_per_language(hat: HAT, baseline: Baseline, tokenizer, texts: list[str]) -> dict[str, float]:
+    """What evaluation computed before it batched languages and passes together: one language's texts (of one
+    pass) as their own batch through each model's forward."""
+    config = hat.config
+    documents = [[END_OF_DOC_WORD, *split_words(text, config.max_word_bytes), END_OF_DOC_WORD] for text in texts]
+    sequences = [window for words in documents for window in windows(words, config.seq_words)]
+    ids = [[tokenizer.eod_id, *doc, tokenizer.eod_id] for doc in tokenizer.encode_batch(texts)]
+    pieces = [window for doc in ids for window in windows(doc, baseline.config.seq_tokens)]
+    tokens = torch.full((len(pieces), max(map(len, pieces))), IGNORE)
+    for row, piece in enumerate(pieces):
+        tokens[row, : len(piece)] = torch.tensor(piece)
+    with torch.inference_mode():
+        words = hat(*words_to_tensors(sequences, config.max_word_bytes))
+        units = baseline(tokens, tokenizer.token_bytes()[tokens.clamp(min=0)])
+    return {
+        "hat": float(words.nll_sum / words.utf8_bytes) / math.log(2),
+        "hat_word_accuracy": float(words.words_correct / words.words),
+        "baseline": float(units.nll_sum / units.utf8_bytes) / math.log(2),
+    }
+
+
+def test_one_stream_of_batches_over_languages_and_passes_gives_the_per_language_numbers(untrained, tokenizer):
+    hat, baseline = untrained
+    texts = [*TEXTS, "Noch ein Text.", "Tiny."]
+    documents = [Document(text, lang) for text, lang in zip(texts, ["en", "de", "zh", "de", "en"])]
+    kinds = ("permute", "all_caps")  # a word perturbation and one of the whole text
+    results = {  # small budgets: several batches, each mixing languages and passes
+        "hat": evaluate(lambda batch: score_hat(hat, batch, budget=256), documents, perturbations=kinds),
+        "baseline": evaluate(
+            lambda batch: score_baseline(baseline, tokenizer, batch, budget=256), documents, perturbations=kinds
+        ),
+    }
+    assert results["hat"]["docs"] == {"en": 2, "de": 2, "zh": 1}
+    for lang in ("en", "de", "zh", ALL):
+        clean = [doc.text for doc in documents if lang in (ALL, doc.lang)]
+        for kind in (None, *kinds):
+            passed = clean if kind is None else [perturb(text, kind, seed=0) for text in clean]
+            reference = forward_per_language(hat, baseline, tokenizer, passed)
+            for family, result in results.items():
+                bits = result["bits_per_byte"] if kind is None else result["perturbed_bits_per_byte"][kind]
+                assert bits[lang] == pytest.approx(reference[family], rel=1e-5), (family, kind, lang)
+            if kind is None:
+                assert results["hat"]["word_accuracy"][lang] == reference["hat_word_accuracy"]
 
 
 def test_trained_exports_beat_untrained_models(eval_results, eval_jsonl, untrained, tokenizer):
@@ -101,8 +153,9 @@ def test_trained_exports_beat_untrained_models(eval_results, eval_jsonl, untrain
     hat, baseline = untrained
     trained_hat, trained_baseline = eval_results["hat"], eval_results["baseline"]
     assert trained_hat["model"] == "hat" and trained_baseline["model"] == "baseline"
-    assert trained_hat["bits_per_byte"]["all"] < 0.5 * score_hat(hat, texts).bits_per_byte
-    assert trained_baseline["bits_per_byte"]["all"] < 0.5 * score_baseline(baseline, tokenizer, texts).bits_per_byte
+    assert trained_hat["bits_per_byte"]["all"] < 0.5 * total(score_hat(hat, texts)).bits_per_byte
+    untrained_baseline = total(score_baseline(baseline, tokenizer, texts))
+    assert trained_baseline["bits_per_byte"]["all"] < 0.5 * untrained_baseline.bits_per_byte
     # upper-casing everything is far off the training distribution: both models get clearly worse
     assert trained_hat["robustness"]["all_caps"]["all"] > 0.5
     assert trained_baseline["robustness"]["all_caps"]["all"] > 0.5

@@ -1,13 +1,16 @@
 """A real `lm_eval.simple_evaluate` of both families' exports on a multiple-choice task from a local JSONL."""
 
+import importlib.metadata
 import json
 import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from hierpt.eval.harness import HierptLM, cut_at_stops, run_tasks
+from hierpt.eval.harness import MODEL_NAME, HierptLM, cut_at_stops, run_tasks
 from hierpt.eval.scoring import score
 from hierpt.model.family import load_any_export
 
@@ -86,6 +89,13 @@ def test_generate_until_and_rolling_answer_lm_eval_requests(hat_export):
     (rolling,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", ("The cat sees the dog.",))])
     (whole,) = lm.loglikelihood([request("loglikelihood", ("", "The cat sees the dog."))])
     assert rolling == pytest.approx(whole[0]) and rolling < 0
+
+
+def test_the_model_is_declared_where_lm_eval_plugins_are_looked_up():
+    """lm-eval's main branch (docs/plugins.md) resolves `--model NAME` from the `lm_eval.models` entry points."""
+    with open(Path(__file__).parents[2] / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["project"]["entry-points"]["lm_eval.models"]
+    assert importlib.metadata.EntryPoint(MODEL_NAME, declared[MODEL_NAME], "lm_eval.models").load() is HierptLM
 
 
 def test_stop_strings_cut_at_the_first_one():

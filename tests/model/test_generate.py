@@ -13,6 +13,7 @@ from hierpt.model.generate import (
     generate_words_uncached,
     prompt_words,
 )
+from hierpt.eval.harness import cut_at_stops
 from hierpt.splitting import END_OF_DOC_WORD
 
 from tests.fixtures.models import TEXT, tiny_model
@@ -32,6 +33,22 @@ def test_a_row_samples_the_same_text_alone_or_in_a_batch():
     model = tiny_model(init_std=0.2).eval()
     hot = SamplingConfig(max_words=6, temperature=1.2, top_p=0.9, seed=5)
     assert generate_hat_texts(model, PROMPTS, hot)[1] == generate_text(model, PROMPTS[1], hot)
+
+
+def test_a_stop_string_ends_its_row_as_soon_as_it_appears(overfit_model):
+    model, _, _ = overfit_model
+    prompts = ["The qu", TEXT[: TEXT.index("springt")]]  # the second continues without "fox"
+    full_sampling = SamplingConfig(max_words=12)
+    full = generate_hat(model, prompts, full_sampling)
+    assert full[0][:3] == [b" quick", b" brown", b" fox"] and len(full[0]) == 12
+    assert b"fox" not in b"".join(full[1])
+    sampling = SamplingConfig(max_words=12, stop=("fox", "never there"))
+    early = generate_hat(model, prompts, sampling)
+    assert early[0] == full[0][:3]  # ends with the word that completed "fox"
+    assert early[1] == full[1]  # the other row of the batch goes on
+    texts, full_texts = (generate_hat_texts(model, prompts, s) for s in (sampling, full_sampling))
+    assert [cut_at_stops(t, sampling.stop) for t in texts] == [cut_at_stops(t, sampling.stop) for t in full_texts]
+    assert texts[0] == "ick brown fox"
 
 
 def test_generation_past_the_sequence_length_rebuilds_the_cache():
