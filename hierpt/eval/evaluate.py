@@ -120,7 +120,7 @@ def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -
         text_of = torch.tensor([owners[i] for i in index])[(lengths[:, 1:] > 0).nonzero()[:, 0]]
         for group, logits, targets in model.spelling(predictive, spelled, spelled_lens):
             words, owner = word_scores(logits, targets), text_of[group.cpu()]
-            nll.index_add_(0, owner, words.nll.double().cpu())
+            nll.index_add_(0, owner, words.nll.sum(1).double().cpu())
             per_word = torch.stack((words.utf8_bytes, torch.ones_like(words.utf8_bytes), words.correct.long()), 1)
             counts.index_add_(0, owner, per_word.cpu())
     return [ScoreSums(n, *c) for n, c in zip(nll.tolist(), counts.tolist())]

@@ -275,7 +275,7 @@ class HATOutput(NamedTuple):
 class WordScores(NamedTuple):
     """Per predicted word, what `HATOutput` sums over a batch: evaluation splits the sums by document."""
 
-    nll: torch.Tensor  # [n] cross-entropy (nats) of the word's bytes and end mark
+    nll: torch.Tensor  # [n, L+1] cross-entropy (nats) per position: summed whole, the loss keeps training's order
     targets: torch.Tensor  # [n] predicted positions
     utf8_bytes: torch.Tensor  # [n] of them real text bytes
     correct: torch.Tensor  # [n] bool: the argmax got every byte and the end mark
@@ -439,7 +439,7 @@ def word_scores(logits: torch.Tensor, targets: torch.Tensor) -> WordScores:
     valid = targets != IGNORE
     byte_targets = valid & (targets < 256) & (targets != WORD_MARK) & (targets != END_OF_DOC)
     right = (logits.argmax(-1) == targets) | ~valid
-    return WordScores(nll.view(targets.shape).sum(1), valid.sum(1), byte_targets.sum(1), right.all(dim=1))
+    return WordScores(nll.view(targets.shape), valid.sum(1), byte_targets.sum(1), right.all(dim=1))
 
 
 def group_parameters(model: nn.Module, group: str) -> list[nn.Parameter]:
