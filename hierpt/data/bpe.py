@@ -16,7 +16,7 @@ import fsspec
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from hierpt.model.hat import IGNORE
+from hierpt.splitting import IGNORE
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hierpt.splitting import END_OF_DOC, PAD, WORD_MARK
+from hierpt.splitting import END_OF_DOC, IGNORE, PAD, WORD_MARK
 
 VOCAB_SIZE = 256
-IGNORE = -100
 # Byte modules run on words in length groups, four per doubling of length (words of up to 7 bytes share one):
 # measured on `small` (benchmarks/RESULTS.md), padding fell from 24% to 13% of the computed byte positions
 # and a CPU training step got 10% faster than with one group per doubling; more groups cost more calls.
