@@ -32,12 +32,13 @@ def _model_info(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from hierpt.model.family import load_any_export
-    from hierpt.model.generate import SamplingConfig, continue_text
+    from hierpt.model.export import load_any_export
+    from hierpt.model.family import continue_texts
+    from hierpt.model.generate import SamplingConfig
 
     model, tokenizer = load_any_export(args.checkpoint)
     sampling = SamplingConfig(max_words=args.max_words, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    print(args.prompt + continue_text(model, tokenizer, args.prompt, sampling))
+    print(args.prompt + continue_texts(model, tokenizer, [args.prompt], sampling)[0])
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -18,6 +18,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hierpt.splitting import IGNORE
 
+TOKENIZER_FILE = "tokenizer.json"  # its name beside token shards, in checkpoints and in exports
+
 
 @dataclass(frozen=True)
 class BPETokenizer:

@@ -30,7 +30,8 @@ from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.metrics import ScoreSums, compression, relative_increase
 from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
 from hierpt.model.baseline import Baseline
-from hierpt.model.family import load_any_export
+from hierpt.model.export import load_any_export
+from hierpt.model.family import family_of
 from hierpt.model.hat import HAT, IGNORE
 from hierpt.splitting import (
     DEFAULT_MAX_WORD_BYTES,
@@ -110,7 +111,9 @@ def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -
     sums = ScoreSums()
     for index in length_batches([len(s) for s in sequences], budget):
         word_bytes, lengths = words_to_tensors([sequences[i] for i in index], config.max_word_bytes)
-        sums.add(model(word_bytes.to(device), lengths.to(device)))
+        output = model(word_bytes.to(device), lengths.to(device))
+        sums.add(output)
+        sums.add_words(output.words, output.words_correct)
     return sums
 
 
@@ -141,9 +144,7 @@ def score_baseline(
             d, start = pieces[i]
             correct[d][start + 1 : start + lengths[i]] = right[row, : lengths[i] - 1]
     for text, doc, doc_correct in zip(texts, documents, correct):
-        words, words_correct = _words_correct(text, byte_counts[doc], doc_correct)
-        sums.words += words
-        sums.words_correct += words_correct
+        sums.add_words(*_words_correct(text, byte_counts[doc], doc_correct))
     return sums
 
 
@@ -208,6 +209,13 @@ def evaluate(
     return result
 
 
+# How each family's model scores texts (the eval side of `hierpt.model.family.FAMILIES`).
+SCORERS: dict[str, Callable[..., Scorer]] = {
+    "hat": lambda model, _: functools.partial(score_hat, model),
+    "baseline": lambda model, tokenizer: functools.partial(score_baseline, model, tokenizer),
+}
+
+
 def evaluate_checkpoint(
     checkpoint: str,
     text: str,
@@ -231,18 +239,14 @@ def evaluate_model(
     tokenizer: str | None = None,
     perturbations: Sequence[str] = PERTURBATIONS,
 ) -> dict:
-    """`evaluate` for a loaded model (`family.load_any_export`: a baseline comes with its own tokenizer).
+    """`evaluate` for a loaded model (`export.load_any_export`: a token model comes with its own tokenizer).
 
-    `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a baseline always reports its own.
+    `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a token model always reports its own.
     """
     documents = read_documents(text)
-    if own_tokenizer is not None:
-        score: Scorer = functools.partial(score_baseline, model, own_tokenizer)
-        kind, max_word_bytes, bpe = "baseline", DEFAULT_MAX_WORD_BYTES, own_tokenizer
-    else:
-        score = functools.partial(score_hat, model)
-        kind, max_word_bytes = "hat", model.config.max_word_bytes
-        bpe = BPETokenizer.load(tokenizer) if tokenizer else None
+    family = family_of(model.config)
+    score = SCORERS[family.name](model, own_tokenizer)
+    bpe = own_tokenizer if own_tokenizer is not None else BPETokenizer.load(tokenizer) if tokenizer else None
     scored = ScoreSums()
 
     def timed_score(texts: Sequence[str]) -> ScoreSums:
@@ -251,8 +255,8 @@ def evaluate_model(
         return sums
 
     start = time.perf_counter()
-    result = evaluate(timed_score, documents, seed, rate, perturbations, max_word_bytes, bpe)
+    result = evaluate(timed_score, documents, seed, rate, perturbations, family.word_limit(model.config), bpe)
     seconds = time.perf_counter() - start
     # every pass (clean + perturbations) counts: the bytes the model scored per second of evaluation
     throughput = {"bytes": scored.utf8_bytes, "seconds": round(seconds, 3), "bytes_per_s": scored.utf8_bytes / seconds}
-    return {"model": kind, "text": text, **result, "throughput": throughput}
+    return {"model": family.name, "text": text, **result, "throughput": throughput}

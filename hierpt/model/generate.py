@@ -317,15 +317,3 @@ def generate_baseline_uncached(model: Baseline, tokenizer: BPETokenizer, prompt:
 def generate_baseline_text(model: Baseline, tokenizer: BPETokenizer, prompt: str, sampling: SamplingConfig) -> str:
     return generate_baseline(model, tokenizer, [prompt], sampling)[0]
 
-
-def continue_texts(
-    model: HAT | Baseline, tokenizer: BPETokenizer | None, prompts: Sequence[str], sampling: SamplingConfig
-) -> list[str]:
-    """Either family's continuations (`family.load_any_export` gives a HAT no tokenizer)."""
-    if tokenizer is None:
-        return generate_hat_texts(model, prompts, sampling)
-    return generate_baseline(model, tokenizer, prompts, sampling)
-
-
-def continue_text(model: HAT | Baseline, tokenizer: BPETokenizer | None, prompt: str, sampling: SamplingConfig) -> str:
-    return continue_texts(model, tokenizer, [prompt], sampling)[0]

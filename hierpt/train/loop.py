@@ -10,9 +10,9 @@ import ray.train
 import ray.train.torch
 import torch
 
-from hierpt.data.bpe import BPETokenizer
-from hierpt.data.loader import Collate, DeterministicLoader, word_batch
-from hierpt.data.shards import Manifest, read_manifest
+from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
+from hierpt.data.loader import Collate, DeterministicLoader
+from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
@@ -36,7 +36,7 @@ def train_worker(config: dict) -> None:
         if initial is not None and initial.state.model != model_config.to_dict():
             raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
         if initial is not None and tokenizer is not None:
-            found = BPETokenizer.load(str(initial.directory / checkpoint.TOKENIZER))
+            found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
             check_same_tokenizer(found, f"init_from_checkpoint {job.init_from_checkpoint}", tokenizer)
         restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
@@ -90,41 +90,11 @@ def train_worker(config: dict) -> None:
 
 
 def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
-    """How the shard set's rows become model inputs (after checking they fit the model), and the baseline's
-    tokenizer."""
+    """How the shard set's rows become model inputs (after checking they fit the model), and the tokenizer of
+    a family that has one."""
     manifest = read_manifest(job.data.shards)
-    check_shards_fit_model(job, model_config, manifest)
-    if manifest.tokens is None:
-        return word_batch(model_config.max_word_bytes), None
-    tokenizer = BPETokenizer.load(f"{job.data.shards.rstrip('/')}/{manifest.tokens.tokenizer}")
-    return partial(tokenizer.batch, token_bytes=tokenizer.token_bytes()), tokenizer
-
-
-def check_shards_fit_model(job: TrainJob, model_config, manifest: Manifest) -> None:
-    """The HAT reads word shards cut to its seq_words and max_word_bytes; the baseline reads token shards of
-    its seq_tokens, with a vocabulary that fits its embedding."""
-    url = job.data.shards
-    if (manifest.tokens is not None) != (job.model.family == "baseline"):
-        held, needed = ("BPE token", "word") if manifest.tokens is not None else ("word", "BPE token")
-        raise ValueError(
-            f"data.shards {url} holds {held} shards but model.family {job.model.family} trains on {needed} shards "
-            f"(token shards come from `hierpt prep --seq-tokens`)"
-        )
-    if manifest.tokens is None:
-        fields = {"seq_words": manifest.seq_words, "max_word_bytes": manifest.max_word_bytes}
-    else:
-        fields = {"seq_tokens": manifest.tokens.seq_tokens}
-        if manifest.tokens.vocab_size > model_config.vocab_size:
-            raise ValueError(
-                f"model vocab_size={model_config.vocab_size} is smaller than the tokenizer of {url} "
-                f"({manifest.tokens.vocab_size} ids): set model.overrides.vocab_size"
-            )
-    for field, prepared in fields.items():
-        if getattr(model_config, field) != prepared:
-            raise ValueError(
-                f"model {field}={getattr(model_config, field)} but the shards {url} were prepared with "
-                f"{field}={prepared}: set model.overrides.{field} or re-run prep"
-            )
+    job.model.definition.check_shards(model_config, manifest, job.data.shards)
+    return job.model.definition.inputs(model_config, manifest, job.data.shards)
 
 
 def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokenizer) -> None:
@@ -142,7 +112,7 @@ def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fre
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
         model = job.model.build()
     else:
-        from hierpt.model.family import load_any_export
+        from hierpt.model.export import load_any_export
 
         model, exported_tokenizer = load_any_export(job.init_from)
         if not isinstance(model, job.model.definition.model_type):

@@ -24,10 +24,8 @@ from hierpt.train.lease import Lease
 
 
 def train(job: TrainJob) -> dict:
-    from hierpt.train.loop import check_shards_fit_model
-
     manifest = read_manifest(job.data.shards)
-    check_shards_fit_model(job, job.model.build_config(), manifest)  # refused before any worker starts
+    job.model.definition.check_shards(job.model.build_config(), manifest, job.data.shards)  # before any worker
     if job.init_from:
         check_init_from(job)
     with Lease(job.run_url):
@@ -96,14 +94,13 @@ def summarize(job: TrainJob, result) -> dict:
 
 def check_init_from(job: TrainJob) -> None:
     """The export a run starts from has the spec's family and model config; checked before Ray starts a worker."""
-    from hierpt.model.export import read_export_document
-    from hierpt.model.family import FAMILIES
+    from hierpt.model.export import export_family, read_export_document
 
     document = read_export_document(job.init_from)
-    family = document.get("hierpt", {}).get("model_kind", "hat")
-    if family != job.model.family:
-        raise ValueError(f"init_from {job.init_from} is a {family} export, but model.family is {job.model.family}")
-    if FAMILIES[family].config_type.from_dict(document["model"]) != job.model.build_config():
+    family = export_family(document)
+    if family.name != job.model.family:
+        raise ValueError(f"init_from {job.init_from} is a {family.name} export, but model.family is {job.model.family}")
+    if family.config_type.from_dict(document["model"]) != job.model.build_config():
         raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
 
 

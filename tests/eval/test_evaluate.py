@@ -18,7 +18,8 @@ from hierpt.eval.evaluate import (
     windows,
 )
 from hierpt.eval.perturb import PERTURBATIONS
-from hierpt.model.baseline import Baseline, BaselineConfig, load_baseline_export
+from hierpt.model.baseline import Baseline, BaselineConfig
+from hierpt.model.export import load_any_export
 from hierpt.model.hat import HAT, HATConfig
 from hierpt.splitting import split_words
 
@@ -77,7 +78,7 @@ def test_baseline_word_is_right_only_when_every_token_covering_it_is(tokenizer):
 
 
 def test_baseline_word_accuracy_does_not_depend_on_windows_or_batching(baseline_export, corpus):
-    baseline, tokenizer = load_baseline_export(baseline_export[0])
+    baseline, tokenizer = load_any_export(baseline_export[0])
     texts = [text for _, text in corpus["eval"]] + TEXTS
     one_by_one = score_baseline(baseline, tokenizer, texts, budget=96)
     together = score_baseline(baseline, tokenizer, texts)
