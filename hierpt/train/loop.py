@@ -11,7 +11,7 @@ import ray.train.torch
 import torch
 
 from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
-from hierpt.data.loader import Collate, DeterministicLoader
+from hierpt.data.loader import Collate, DeterministicLoader, MicroBatch
 from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
@@ -23,6 +23,7 @@ from hierpt.train.schedule import lr_at, set_lr
 
 
 def train_worker(config: dict) -> None:
+    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report."""
     job = TrainJob.model_validate(config)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -31,22 +32,11 @@ def train_worker(config: dict) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     model_config = job.model.build_config()
     collate, tokenizer = shard_inputs(job, model_config)
-
-    with checkpoint.latest() as resume, checkpoint.opened(None if resume else job.init_from_checkpoint) as initial:
-        if initial is not None and initial.state.model != model_config.to_dict():
-            raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
-        if initial is not None and tokenizer is not None:
-            found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
-            check_same_tokenizer(found, f"init_from_checkpoint {job.init_from_checkpoint}", tokenizer)
-        restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
-        model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
-        engine = build_engine(job, model, world_size, checkpoint.needs_universal(restore, world_size))
-        if restore is not None:
-            checkpoint.load(engine, restore, world_size)
-    start_step = 0 if resume is None else resume.state.step
+    engine, resumed = restore(job, model_config, tokenizer, world_size)
+    start_step = 0 if resumed is None else resumed.step
     loader = DeterministicLoader(
         job.data.shards, job.data.seed, job.global_batch, job.micro_batch, rank, world_size, collate,
-        None if resume is None else resume.state.loader,
+        None if resumed is None else resumed.loader,
     )  # fmt: skip
     log = MetricsLog(model_config, job.steps, world_size, peak_flops_per_device(job.peak_flops, device), rank == 0,
                      job.resolved_tensorboard_dir())  # fmt: skip
@@ -55,16 +45,10 @@ def train_worker(config: dict) -> None:
 
     for step in range(start_step, job.steps):
         lr = lr_at(step, job.steps, job.optimizer)
-        set_lr(engine.optimizer, lr)
-        sums = StepSums(device)
         micro_batches = loader.next_step()
-        for micro in micro_batches:  # DeepSpeed accumulates and steps the optimizer after the last one
-            output = engine(**{name: tensor.to(device) for name, tensor in micro.inputs.items()})
-            engine.backward(output.loss)
-            engine.step()
-            sums.add(output)
+        sums = train_step(engine, micro_batches, lr, device)
         metrics = log.step(step, sums, loader.samples_consumed, lr, engine.get_global_grad_norm(), loader.last_wait_s)
-        metrics["resumed_from_step"] = None if resume is None else start_step
+        metrics["resumed_from_step"] = None if resumed is None else start_step
         trace.record(step, micro_batches, metrics)
         faults.maybe_kill(step, during="step")
 
@@ -89,6 +73,39 @@ def train_worker(config: dict) -> None:
     log.close()
 
 
+def train_step(engine, micro_batches: list[MicroBatch], lr: float, device: torch.device) -> StepSums:
+    """One optimizer step at learning rate `lr`: forward and backward of every micro-batch; DeepSpeed
+    accumulates their gradients and, after the last one, clips them and steps AdamW."""
+    set_lr(engine.optimizer, lr)
+    sums = StepSums(device)
+    for micro in micro_batches:
+        output = engine(**{name: tensor.to(device) for name, tensor in micro.inputs.items()})
+        engine.backward(output.loss)
+        engine.step()
+        sums.add(output)
+    return sums
+
+
+def restore(
+    job: TrainJob, model_config, tokenizer: BPETokenizer | None, world_size: int
+) -> tuple[object, checkpoint.TrainState | None]:
+    """The engine and where training starts: the run's latest checkpoint (weights, optimizer, step and data
+    position); else `init_from_checkpoint` (weights and optimizer, data from the start); else the spec's model,
+    from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
+    with checkpoint.latest() as resume, checkpoint.opened(None if resume else job.init_from_checkpoint) as initial:
+        if initial is not None and initial.state.model != model_config.to_dict():
+            raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
+        if initial is not None and tokenizer is not None:
+            found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
+            check_same_tokenizer(found, f"init_from_checkpoint {job.init_from_checkpoint}", tokenizer)
+        restored = resume or initial
+        model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
+        engine = build_engine(job, model, world_size, checkpoint.needs_universal(restored, world_size))
+        if restored is not None:
+            checkpoint.load(engine, restored, world_size)
+    return engine, None if resume is None else resume.state
+
+
 def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
     """How the shard set's rows become model inputs (after checking they fit the model), and the tokenizer of
     a family that has one."""
@@ -110,7 +127,7 @@ def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fre
     """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
     if not (fresh_start and job.init_from):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
-        model = job.model.build()
+        model = job.model.definition.model_type(model_config)
     else:
         from hierpt.model.export import load_any_export
 
