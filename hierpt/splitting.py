@@ -88,12 +88,3 @@ def words_to_tensors(sequences: Sequence[Sequence[bytes]], max_word_bytes: int) 
         word_bytes[lengths > 0] = values
     return word_bytes, lengths
 
-
-def tensors_to_words(word_bytes: torch.Tensor, lengths: torch.Tensor) -> list[list[bytes]]:
-    """Inverse of words_to_tensors."""
-    rows = word_bytes.cpu().numpy()
-    lens = lengths.cpu().tolist()
-    return [
-        [rows[b, n, :length].tobytes() for n, length in enumerate(seq_lens) if length > 0]
-        for b, seq_lens in enumerate(lens)
-    ]

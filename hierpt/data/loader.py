@@ -1,4 +1,4 @@
-"""Deterministic, world-size-independent training data order over a shard set (DESIGN.md "Deterministic data order").
+"""Deterministic, world-size-independent training data order over a shard set (docs/design.md, "Data order").
 
 Global sample g (0, 1, 2, ...) is row ``BlockOrder.rows(g)`` of the shard set (hierpt/data/order.py: a keyed
 permutation of blocks dealt to lanes, computed per sample in O(1) memory). Step s consumes global samples

@@ -6,8 +6,6 @@ decides the shards' bytes, so its fingerprint is what marks an output location a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Literal
 
@@ -75,9 +73,6 @@ class Recipe(BaseModel):
         if "://" in source.url or os.path.isabs(source.url) or not self._base_dir:
             return source.url
         return os.path.join(self._base_dir, source.url)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.content(), sort_keys=True).encode()).hexdigest()[:32]
 
 
 class TokenShardSpec(BaseModel):

@@ -139,9 +139,6 @@ class Baseline(nn.Module):
         counts["total"] = sum(counts.values())
         return counts
 
-    def flops_per_token(self) -> float:
-        return flops_per_token(self.config)
-
 
 def flops_per_token(config: BaselineConfig) -> float:
     """Training FLOPs (forward + backward = 3 x forward) per token, counted like `hat.flops_per_word`.

@@ -1,4 +1,4 @@
-"""Compute matching (paper §2.3, hat_spec.md §5): a baseline shape with the HAT's training FLOPs per byte.
+"""Compute matching (paper §2.3): a baseline shape with the HAT's training FLOPs per byte.
 
 FLOPs per byte are `hat.flops_per_word / bytes_per_word` for the HAT and `baseline.flops_per_token /
 bytes_per_token` for the baseline, with both ratios measured on the same corpus. The HAT shape is given; the
@@ -20,7 +20,7 @@ from hierpt.model.hat import HATConfig, StackConfig, flops_per_word
 
 TOLERANCE = 0.05
 CLOSE = 0.01
-PAPER_COMPRESSION = {"bytes_per_word": 5.97, "bytes_per_token": 4.12}  # DCLM English, hat_spec.md §6.2
+PAPER_COMPRESSION = {"bytes_per_word": 5.97, "bytes_per_token": 4.12}  # DCLM English, as the paper measured it
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Generation for both families, with KV caches so a new word (token) costs the same at any context length.
 
-HAT (hat_spec.md §4.1): the backbone keeps a cache over words, the decoder one within the word being spelled,
+HAT: the backbone keeps a cache over words, the decoder one within the word being spelled,
 and the encoder runs once per finished word. The prompt is read as training reads text: the document start
 [S] comes first, and its last word is unfinished — "The qu" continues " qu", and "The " continues " " into
 " quick" instead of making the space a word — so the decoder starts from that word's bytes and may end it

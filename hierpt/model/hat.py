@@ -4,7 +4,7 @@ Every word is ``[W] + its UTF-8 bytes``. A small bidirectional encoder reads eac
 at ``[W]``, projected to the backbone width, is the word's vector. A causal Llama backbone runs over the
 words of a sequence. The backbone output at word i, projected to the byte width, is position 0 of a small
 causal decoder that spells word i+1 and then ``[W]`` (end of word). ``[S]`` is a one-byte dummy word that
-ends a document; it is predicted like a word but without the trailing ``[W]`` (hat_spec.md §1.5, §4.1).
+ends a document; it is predicted like a word but without the trailing ``[W]``.
 
 All words of a batch go through the encoder and the decoder as one ``[num_words, word_len]`` tensor.
 """
@@ -88,7 +88,7 @@ def from_preset(presets: dict, name: str, **overrides):
 
 
 def _paper(backbone_layers: int, backbone_dim: int, byte_layers: int, byte_heads: int) -> HATConfig:
-    """Table 2 of the paper: head_dim 128 everywhere, heads = layers in the backbone (hat_spec.md §3.1)."""
+    """Table 2 of the paper: head_dim 128 everywhere, heads = layers in the backbone."""
     byte = StackConfig(dim=byte_heads * 128, layers=byte_layers, heads=byte_heads)
     return HATConfig(
         encoder=byte,
@@ -378,9 +378,6 @@ class HAT(nn.Module):
 
     def num_params(self) -> dict[str, int]:
         return count_params(self)
-
-    def flops_per_word(self, bytes_per_word: float) -> float:
-        return flops_per_word(self.config, bytes_per_word)
 
 
 def length_groups(lengths: torch.Tensor, max_word_bytes: int) -> list[tuple[torch.Tensor, int]]:

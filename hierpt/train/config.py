@@ -66,7 +66,7 @@ class DataSpec(Spec):
 
 
 class OptimizerSpec(Spec):
-    """AdamW with linear warmup and cosine decay; defaults from the HAT paper (hat_spec.md)."""
+    """AdamW with linear warmup and cosine decay; defaults from the HAT paper."""
 
     lr: float = Field(3e-4, gt=0)
     beta1: float = 0.9
