@@ -331,9 +331,9 @@ class HAT(nn.Module):
         return self.lm_head(self.decoder(inputs))
 
     def forward(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> HATOutput:
-        return self.spell(*self.contexts(word_bytes, lengths))
+        return self.spelling_loss(*self.predicted_words(word_bytes, lengths))
 
-    def spell(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
+    def spelling_loss(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
         """Decoder loss of spelling words [n, L] from their predictive embeddings [n, d], teacher-forced."""
         scores = []
         for index, width in length_groups(spelled_lens, self.config.max_word_bytes):  # as in encode_words
@@ -344,10 +344,10 @@ class HAT(nn.Module):
 
     def predict(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits [n, L+1, 256] and targets [n, L+1] of every predicted word, in row-major order."""
-        predictive, spelled, spelled_lens = self.contexts(word_bytes, lengths)
+        predictive, spelled, spelled_lens = self.predicted_words(word_bytes, lengths)
         return self.decode_logits(predictive, spelled), end_of_word_targets(spelled, spelled_lens)
 
-    def contexts(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def predicted_words(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Encoder + backbone: the predictive embedding [n, d] of every predicted word, its bytes and length."""
         B, N, L = word_bytes.shape  # sequences, words per sequence, bytes per word; lengths: [B, N], 0 = no word
         word_bytes = word_bytes.long()

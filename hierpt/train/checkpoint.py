@@ -61,7 +61,7 @@ class Resume(NamedTuple):
 
 
 @contextlib.contextmanager
-def latest() -> Iterator[Resume | None]:
+def latest_committed() -> Iterator[Resume | None]:
     """The newest intact committed checkpoint of this run (after a failure, a resize or a relaunch), or None."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -77,7 +77,7 @@ def latest() -> Iterator[Resume | None]:
 
 
 @contextlib.contextmanager
-def opened(url: str | None) -> Iterator[Resume | None]:
+def from_url(url: str | None) -> Iterator[Resume | None]:
     """A given checkpoint (a directory or URL, downloaded if remote); None passes through."""
     if url is None:
         yield None

@@ -92,12 +92,13 @@ def restore(
     """The engine and where training starts: the run's latest checkpoint (weights, optimizer, step and data
     position); else `init_from_checkpoint` (weights and optimizer, data from the start); else the spec's model,
     from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
-    with checkpoint.latest() as resume, checkpoint.opened(None if resume else job.init_from_checkpoint) as initial:
+    given = job.init_from_checkpoint
+    with checkpoint.latest_committed() as resume, checkpoint.from_url(None if resume else given) as initial:
         if initial is not None and initial.state.model != model_config.to_dict():
-            raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
+            raise ValueError(f"init_from_checkpoint {given} holds another model than model: {job.model}")
         if initial is not None and tokenizer is not None:
             found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
-            check_same_tokenizer(found, f"init_from_checkpoint {job.init_from_checkpoint}", tokenizer)
+            check_same_tokenizer(found, f"init_from_checkpoint {given}", tokenizer)
         restored = resume or initial
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
         engine = build_engine(job, model, world_size, checkpoint.needs_universal(restored, world_size))
@@ -110,8 +111,8 @@ def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | N
     """How the shard set's rows become model inputs (after checking they fit the model), and the tokenizer of
     a family that has one."""
     manifest = read_manifest(job.data.shards)
-    job.model.definition.check_shards(model_config, manifest, job.data.shards)
-    return job.model.definition.inputs(model_config, manifest, job.data.shards)
+    job.model.model_family.check_shards(model_config, manifest, job.data.shards)
+    return job.model.model_family.inputs(model_config, manifest, job.data.shards)
 
 
 def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokenizer) -> None:
@@ -127,12 +128,12 @@ def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fre
     """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
     if not (fresh_start and job.init_from):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
-        model = job.model.definition.model_type(model_config)
+        model = job.model.model_family.model_type(model_config)
     else:
         from hierpt.model.export import load_any_export
 
         model, exported_tokenizer = load_any_export(job.init_from)
-        if not isinstance(model, job.model.definition.model_type):
+        if not isinstance(model, job.model.model_family.model_type):
             raise ValueError(f"init_from {job.init_from} is not a {job.model.family} export (model.family)")
         if model.config != model_config:
             raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")

@@ -25,7 +25,7 @@ from hierpt.train.lease import Lease
 
 def train(job: TrainJob) -> dict:
     manifest = read_manifest(job.data.shards)
-    job.model.definition.check_shards(job.model.build_config(), manifest, job.data.shards)  # before any worker
+    job.model.model_family.check_shards(job.model.build_config(), manifest, job.data.shards)  # before any worker
     if job.init_from:
         check_init_from(job)
     with Lease(job.run_url):
