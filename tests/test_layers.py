@@ -1,4 +1,5 @@
-"""The package's layers depend one way: splitting -> data -> model -> train -> eval -> jobs -> cli.
+"""The package's layers depend one way: splitting (with the other top-level helpers) -> data -> model -> train
+-> eval -> jobs -> cli.
 
 A module may import its own layer and the ones below it, never one above (read from the sources with `ast`,
 so lazy imports inside functions count too).
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import hierpt
 
-LAYERS = [("splitting", "storage_env"), ("data",), ("model",), ("train",), ("eval",), ("jobs",), ("cli",)]
+LAYERS = [("splitting", "storage_env", "validation"), ("data",), ("model",), ("train",), ("eval",), ("jobs",),
+          ("cli",)]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 PACKAGE = Path(hierpt.__file__).parent
 

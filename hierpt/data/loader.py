@@ -58,6 +58,15 @@ class MicroBatch(NamedTuple):
     rows: list[int]  # shard-set row of each sample
 
 
+def accumulation_steps(global_batch: int, world_size: int, micro_batch: int) -> int:
+    """Micro-batches per rank and step: the global batch must split evenly over workers x micro_batch."""
+    if global_batch % (world_size * micro_batch):
+        raise ValueError(
+            f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
+        )
+    return global_batch // (world_size * micro_batch)
+
+
 def word_batch(max_word_bytes: int) -> Collate:
     """The HAT's inputs for rows of words: ``word_bytes`` [m, N, L] uint8 and ``lengths`` [m, N]."""
 
@@ -99,10 +108,7 @@ class DeterministicLoader:
         cache_bytes: int = CACHE_BYTES,
         prefetch_steps: int = PREFETCH_STEPS,
     ):
-        if global_batch % (world_size * micro_batch):
-            raise ValueError(
-                f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
-            )
+        accumulation_steps(global_batch, world_size, micro_batch)
         self.manifest = read_manifest(url)
         self.total_rows = self.manifest.total_rows
         if self.total_rows == 0:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from hierpt.splitting import DEFAULT_MAX_WORD_BYTES
+from hierpt.validation import first_error
 
 Format = Literal["txt", "jsonl", "jsonl.gz", "jsonl.zst", "parquet"]
 FORMATS: tuple[str, ...] = ("jsonl.gz", "jsonl.zst", "jsonl", "parquet", "txt")  # longest suffix first
@@ -108,9 +109,7 @@ def load_recipe(url: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"recipe {url}: {where}: {first['msg']}") from None
+        raise ValueError(f"recipe {url}: {first_error(error)}") from None
     if "://" not in url or url.startswith("file://"):
         recipe._base_dir = os.path.dirname(os.path.abspath(path))
     return recipe
