@@ -74,12 +74,13 @@ def main() -> None:
     with torch.no_grad():
         vectors = model.encode_words(flat_bytes, flat_lens)
         backbone_in = vectors.new_zeros(*lengths.shape, vectors.shape[-1]).index_put((present,), vectors)
-        predictive, spelled, spelled_lens = model.contexts(word_bytes, lengths)
+        predictive, spelled, spelled_lens = model.predicted_words(word_bytes, lengths)
 
     parts = {
         "encoder": lambda: model.encode_words(flat_bytes, flat_lens).sum().backward(),
         "backbone": lambda: model.run_backbone(backbone_in.detach().requires_grad_()).sum().backward(),
-        "decoder": lambda: model.spell(predictive.detach().requires_grad_(), spelled, spelled_lens).loss.backward(),
+        "decoder": lambda: model.spelling_loss(predictive.detach().requires_grad_(), spelled, spelled_lens)
+        .loss.backward(),
     }
     step_s = timed(step, args.steps)
     part_s = {name: timed(fn, args.steps) for name, fn in parts.items()}

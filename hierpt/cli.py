@@ -32,14 +32,15 @@ def _model_info(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from hierpt.model.family import load_any_export
-    from hierpt.model.generate import SamplingConfig, continue_text
+    from hierpt.model.export import load_any_export
+    from hierpt.model.family import continue_texts
+    from hierpt.model.generate import SamplingConfig
     from hierpt.train.checkpoint import as_export
 
     with as_export(args.checkpoint) as export_url:
         model, tokenizer = load_any_export(export_url)
     sampling = SamplingConfig(max_words=args.max_words, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    print(args.prompt + continue_text(model, tokenizer, args.prompt, sampling))
+    print(args.prompt + continue_texts(model, tokenizer, [args.prompt], sampling)[0])
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -74,9 +75,63 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _compute_match(args: argparse.Namespace) -> None:
-    from hierpt.model.compute_match import main
+    """Its own argument parser: the options depend on where the two compression ratios come from."""
+    from hierpt.model import compute_match
 
-    main(args.arguments)  # its own argument parser: the options are compute_match's
+    parser = Parser(prog="hierpt compute-match", description=compute_match.__doc__.split("\n")[0])
+    parser.add_argument("--hat", default="small", help="HAT preset, or a job spec YAML (its `model`)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="corpus (JSONL with `text`, or plain text): bytes/word and bytes/token of it")
+    source.add_argument("--token-shards", help="a token shard set (hierpt prep --seq-tokens): ratios of its manifest")
+    source.add_argument("--bytes-per-word", type=float,
+                        help="measured elsewhere (with --bytes-per-token and --vocab-size)")
+    parser.add_argument("--tokenizer", help="BPE tokenizer JSON (with --text)")
+    parser.add_argument("--bytes-per-token", type=float)
+    parser.add_argument("--vocab-size", type=int)
+    options = parser.parse_args(args.arguments)
+
+    hat = _hat_config(options.hat)
+    if options.token_shards:
+        from hierpt.data.shards import read_manifest
+
+        manifest = read_manifest(options.token_shards)
+        if manifest.tokens is None:
+            raise ValueError(f"{options.token_shards} holds word shards, not token shards")
+        bytes_per_word, bytes_per_token = manifest.bytes_per_word, manifest.bytes_per_token
+        vocab_size = manifest.tokens.vocab_size
+    elif options.text:
+        from hierpt.data.bpe import BPETokenizer
+        from hierpt.eval.evaluate import read_documents
+        from hierpt.eval.metrics import compression
+
+        if not options.tokenizer:
+            parser.error("--text needs --tokenizer")
+        tokenizer = BPETokenizer.load(options.tokenizer)
+        stats = compression([doc.text for doc in read_documents(options.text)], hat.max_word_bytes, tokenizer)
+        bytes_per_word, bytes_per_token = stats["bytes_per_word"], stats["bytes_per_token"]
+        vocab_size = tokenizer.vocab_size
+    else:
+        if options.bytes_per_token is None or options.vocab_size is None:
+            parser.error("--bytes-per-word needs --bytes-per-token and --vocab-size")
+        bytes_per_word, bytes_per_token = options.bytes_per_word, options.bytes_per_token
+        vocab_size = options.vocab_size
+    match = compute_match.match_baseline(hat, vocab_size, bytes_per_word, bytes_per_token)
+    baseline_model = compute_match.baseline_model_spec(match.baseline)
+    print(json.dumps({**match.summary(), "baseline_model": baseline_model}, indent=2))
+
+
+def _hat_config(name_or_spec: str):
+    """A HAT preset by name, or the model of a HAT training spec."""
+    from hierpt.model.hat import HATConfig
+
+    if not name_or_spec.endswith((".yaml", ".yml")):
+        return HATConfig.from_name(name_or_spec)
+    from hierpt.jobs.specs import load_spec
+
+    spec = load_spec(name_or_spec)
+    if getattr(spec, "model", None) is None or spec.model.family != "hat":
+        raise ValueError(f"{name_or_spec}: not a training spec of a HAT")
+    return spec.model.build_config()
 
 
 def _demo(args: argparse.Namespace) -> None:

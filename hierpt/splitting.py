@@ -18,6 +18,7 @@ from hat_splitter import HATSplitter
 WORD_MARK = 0xF8  # [W]: prefixed to every word for the encoder; the decoder's end-of-word target
 END_OF_DOC = 0xF9  # [S]: the one-byte word that ends a document
 PAD = 0xFA  # filler inside padded tensors; always masked out
+IGNORE = -100  # a target no loss is taken on (cross_entropy's ignore_index): padding, context-only positions
 
 END_OF_DOC_WORD = bytes([END_OF_DOC])
 DEFAULT_MAX_WORD_BYTES = 100
@@ -87,12 +88,3 @@ def words_to_tensors(sequences: Sequence[Sequence[bytes]], max_word_bytes: int) 
         word_bytes[lengths > 0] = values
     return word_bytes, lengths
 
-
-def tensors_to_words(word_bytes: torch.Tensor, lengths: torch.Tensor) -> list[list[bytes]]:
-    """Inverse of words_to_tensors."""
-    rows = word_bytes.cpu().numpy()
-    lens = lengths.cpu().tolist()
-    return [
-        [rows[b, n, :length].tobytes() for n, length in enumerate(seq_lens) if length > 0]
-        for b, seq_lens in enumerate(lens)
-    ]

@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 from hierpt import cli as cli_module
 from hierpt.cli import main as cli
+from hierpt.data.bpe import BPETokenizer
+from hierpt.model.compute_match import TOLERANCE
+from hierpt.splitting import split_words
 
 
 def run_cli(capsys, argv) -> tuple[int, str]:
@@ -153,3 +156,23 @@ def test_generated_arguments_never_give_a_traceback(argv, capsys, tmp_path, monk
     assert "Traceback" not in err and "planted" not in err, (argv, err)
     if code != 0:
         assert err.strip().count("\n") == 0 and err.strip(), (argv, err)
+
+
+def test_compute_match_measures_the_corpus_and_prints_both_shapes(tmp_path, capsys):
+    texts = [
+        "The quick brown fox jumps over the lazy dog. " * 20,
+        "Über den Wolken muss die Freiheit grenzenlos sein. " * 20,
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    tokenizer = BPETokenizer.train(texts, vocab_size=2048, min_frequency=1).save(str(tmp_path / "tok.json"))
+    cli(["compute-match", "--hat", "tiny", "--text", str(corpus), "--tokenizer", tokenizer])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["hat"]["backbone"] == "2 layers x dim 128 (4 heads)"
+    assert summary["baseline"]["backbone"].endswith("heads)")
+    assert abs(summary["deviation"]) <= TOLERANCE
+    n_bytes = sum(len(t.encode()) for t in texts)
+    assert summary["bytes_per_word"] == pytest.approx(n_bytes / sum(len(split_words(t, 32)) for t in texts))
+    assert summary["bytes_per_token"] == pytest.approx(
+        n_bytes / sum(len(BPETokenizer.load(tokenizer).encode(t)) for t in texts)
+    )

@@ -16,7 +16,9 @@ import fsspec
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from hierpt.model.hat import IGNORE
+from hierpt.splitting import IGNORE
+
+TOKENIZER_FILE = "tokenizer.json"  # its name beside token shards, in checkpoints and in exports
 
 
 @dataclass(frozen=True)

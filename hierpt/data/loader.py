@@ -1,4 +1,4 @@
-"""Deterministic, world-size-independent training data order over a shard set (DESIGN.md "Deterministic data order").
+"""Deterministic, world-size-independent training data order over a shard set (docs/design.md, "Data order").
 
 Global sample g (0, 1, 2, ...) is row ``BlockOrder.rows(g)`` of the shard set (hierpt/data/order.py: a keyed
 permutation of blocks dealt to lanes, computed per sample in O(1) memory). Step s consumes global samples
@@ -60,6 +60,15 @@ class MicroBatch(NamedTuple):
     rows: list[int]  # shard-set row of each sample
 
 
+def accumulation_steps(global_batch: int, world_size: int, micro_batch: int) -> int:
+    """Micro-batches per rank and step: the global batch must split evenly over workers x micro_batch."""
+    if global_batch % (world_size * micro_batch):
+        raise ValueError(
+            f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
+        )
+    return global_batch // (world_size * micro_batch)
+
+
 def word_batch(max_word_bytes: int) -> Collate:
     """The HAT's inputs for rows of words: ``word_bytes`` [m, N, L] uint8 and ``lengths`` [m, N]."""
 
@@ -101,10 +110,7 @@ class DeterministicLoader:
         cache_bytes: int = CACHE_BYTES,
         prefetch_steps: int = PREFETCH_STEPS,
     ):
-        if global_batch % (world_size * micro_batch):
-            raise ValueError(
-                f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
-            )
+        accumulation_steps(global_batch, world_size, micro_batch)
         manifest = read_manifest(url)  # not kept: its per-row-group lists live on as arrays in `self.rows`
         self.total_rows, self.fingerprint = manifest.total_rows, manifest.fingerprint
         if self.total_rows == 0:

@@ -6,8 +6,6 @@ decides the shards' bytes, so its fingerprint is what marks an output location a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Literal
 
@@ -24,6 +22,7 @@ from pydantic import (
 )
 
 from hierpt.splitting import DEFAULT_MAX_WORD_BYTES
+from hierpt.validation import first_error
 
 Format = Literal["txt", "jsonl", "jsonl.gz", "jsonl.zst", "parquet"]
 FORMATS: tuple[str, ...] = ("jsonl.gz", "jsonl.zst", "jsonl", "parquet", "txt")  # longest suffix first
@@ -76,9 +75,6 @@ class Recipe(BaseModel):
             return source.url
         return os.path.join(self._base_dir, source.url)
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.content(), sort_keys=True).encode()).hexdigest()[:32]
-
 
 class TokenShardSpec(BaseModel):
     """Token shards for the BPE baseline, from the same recipe: same documents, same dedup, same mixture.
@@ -113,9 +109,7 @@ def load_recipe(url: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"recipe {url}: {where}: {first['msg']}") from None
+        raise ValueError(f"recipe {url}: {first_error(error)}") from None
     if "://" not in url or url.startswith("file://"):
         recipe._base_dir = os.path.dirname(os.path.abspath(path))
     return recipe

@@ -18,7 +18,6 @@ from hierpt.data.recipe import Recipe, Source
 
 LANGUAGES = ("en", "de", "ru", "el", "ar", "zh", "hi", "fi")
 HELD_BACK = ("fi",)
-SPLITS = ("train", "eval")
 
 
 @dataclass(frozen=True)

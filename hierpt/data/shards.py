@@ -1,4 +1,4 @@
-"""The shard format: the contract between prep (writes) and training (reads). See DESIGN.md "Shard format".
+"""The shard format: the contract between prep (writes) and training (reads). See docs/design.md, "Shard set".
 
 A shard set is a directory (any fsspec URL) of Parquet files plus ``manifest.json``. One row = one training
 sequence of at most ``seq_words`` words; documents are packed back to back within one language, each ending

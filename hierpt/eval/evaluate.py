@@ -30,7 +30,8 @@ from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.metrics import ScoreSums, compression, relative_increase
 from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
 from hierpt.model.baseline import Baseline
-from hierpt.model.family import load_any_export
+from hierpt.model.export import load_any_export
+from hierpt.model.family import family_of
 from hierpt.model.hat import HAT, IGNORE, word_scores
 from hierpt.splitting import (
     DEFAULT_MAX_WORD_BYTES,
@@ -115,10 +116,10 @@ def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -
     counts = torch.zeros(len(texts), 3, dtype=torch.long)  # utf8 bytes, words, words right
     for index in length_batches([len(s) for s in sequences], budget):
         word_bytes, lengths = words_to_tensors([sequences[i] for i in index], config.max_word_bytes)
-        predictive, spelled, spelled_lens = model.contexts(word_bytes.to(device), lengths.to(device))
-        # the text of each predicted word (row-major, as `contexts` returns them)
+        predictive, spelled, spelled_lens = model.predicted_words(word_bytes.to(device), lengths.to(device))
+        # the text of each predicted word (row-major, as `predicted_words` returns them)
         text_of = torch.tensor([owners[i] for i in index])[(lengths[:, 1:] > 0).nonzero()[:, 0]]
-        for group, logits, targets in model.spelling(predictive, spelled, spelled_lens):
+        for group, logits, targets in model.spelling_groups(predictive, spelled, spelled_lens):
             words, owner = word_scores(logits, targets), text_of[group.cpu()]
             nll.index_add_(0, owner, words.nll.sum(1).double().cpu())
             per_word = torch.stack((words.utf8_bytes, torch.ones_like(words.utf8_bytes), words.correct.long()), 1)
@@ -155,7 +156,7 @@ def score_baseline(
             sums[d].add(model.score(logits[row : row + 1], tokens[row : row + 1], token_bytes[row : row + 1]))
             correct[d][start + 1 : start + lengths[i]] = right[row, : lengths[i] - 1]
     for text, doc, doc_correct, doc_sums in zip(texts, documents, correct, sums):
-        doc_sums.words, doc_sums.words_correct = _words_correct(text, byte_counts[doc], doc_correct)
+        doc_sums.add_words(*_words_correct(text, byte_counts[doc], doc_correct))
     return sums
 
 
@@ -217,6 +218,13 @@ def evaluate(
     return result
 
 
+# How each family's model scores texts (the eval side of `hierpt.model.family.FAMILIES`).
+SCORERS: dict[str, Callable[..., Scorer]] = {
+    "hat": lambda model, _: functools.partial(score_hat, model),
+    "baseline": lambda model, tokenizer: functools.partial(score_baseline, model, tokenizer),
+}
+
+
 def evaluate_checkpoint(
     checkpoint: str,
     text: str,
@@ -240,18 +248,14 @@ def evaluate_model(
     tokenizer: str | None = None,
     perturbations: Sequence[str] = PERTURBATIONS,
 ) -> dict:
-    """`evaluate` for a loaded model (`family.load_any_export`: a baseline comes with its own tokenizer).
+    """`evaluate` for a loaded model (`export.load_any_export`: a token model comes with its own tokenizer).
 
-    `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a baseline always reports its own.
+    `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a token model always reports its own.
     """
     documents = read_documents(text)
-    if own_tokenizer is not None:
-        score: Scorer = functools.partial(score_baseline, model, own_tokenizer)
-        kind, max_word_bytes, bpe = "baseline", DEFAULT_MAX_WORD_BYTES, own_tokenizer
-    else:
-        score = functools.partial(score_hat, model)
-        kind, max_word_bytes = "hat", model.config.max_word_bytes
-        bpe = BPETokenizer.load(tokenizer) if tokenizer else None
+    family = family_of(model.config)
+    score = SCORERS[family.name](model, own_tokenizer)
+    bpe = own_tokenizer if own_tokenizer is not None else BPETokenizer.load(tokenizer) if tokenizer else None
     scored = ScoreSums()
 
     def timed_score(texts: Sequence[str]) -> list[ScoreSums]:
@@ -260,8 +264,8 @@ def evaluate_model(
         return sums
 
     start = time.perf_counter()
-    result = evaluate(timed_score, documents, seed, rate, perturbations, max_word_bytes, bpe)
+    result = evaluate(timed_score, documents, seed, rate, perturbations, family.word_limit(model.config), bpe)
     seconds = time.perf_counter() - start
     # every pass (clean + perturbations) counts: the bytes the model scored per second of evaluation
     throughput = {"bytes": scored.utf8_bytes, "seconds": round(seconds, 3), "bytes_per_s": scored.utf8_bytes / seconds}
-    return {"model": kind, "text": text, **result, "throughput": throughput}
+    return {"model": family.name, "text": text, **result, "throughput": throughput}

@@ -26,8 +26,9 @@ from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.evaluate import BATCH_POSITIONS
 from hierpt.eval.scoring import rolling_requests, score
 from hierpt.model.baseline import Baseline
-from hierpt.model.family import load_any_export
-from hierpt.model.generate import SamplingConfig, continue_texts
+from hierpt.model.export import load_any_export
+from hierpt.model.family import continue_texts
+from hierpt.model.generate import SamplingConfig
 from hierpt.model.hat import HAT
 
 MODEL_NAME = "hierpt"

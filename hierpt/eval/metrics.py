@@ -16,7 +16,8 @@ from hierpt.splitting import split_words
 
 @dataclass
 class ScoreSums:
-    """Totals over scored text. A `BaselineOutput` has no words: `score_baseline` adds its word counts itself."""
+    """Totals over scored text. Words are counted by each family's scorer (`add_words`): the HAT predicts
+    them, a token model's word accuracy is worked out from its tokens."""
 
     nll_nats: float = 0.0
     utf8_bytes: int = 0
@@ -24,12 +25,13 @@ class ScoreSums:
     words_correct: int = 0
 
     def add(self, output) -> None:
-        """Add one forward's sums (a `HATOutput` or a `BaselineOutput`)."""
+        """Add the sums every family's forward returns (`nll_sum`, `utf8_bytes`)."""
         self.nll_nats += float(output.nll_sum)
         self.utf8_bytes += int(output.utf8_bytes)
-        if hasattr(output, "words_correct"):
-            self.words += int(output.words)
-            self.words_correct += int(output.words_correct)
+
+    def add_words(self, words, words_correct) -> None:
+        self.words += int(words)
+        self.words_correct += int(words_correct)
 
     def __add__(self, other: ScoreSums) -> ScoreSums:
         return ScoreSums(

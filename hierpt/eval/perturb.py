@@ -1,4 +1,4 @@
-"""The paper's robustness perturbations (§4.4, hat_spec.md §6.5), on HAT words so "word" means one thing.
+"""The paper's robustness perturbations (§4.4), on HAT words so "word" means one thing.
 
 `permute`, `replace` and `delete` each pick every word with probability `rate` (10%) and change its letters
 (alphanumeric characters; the whitespace and punctuation the splitter attaches to a word stay in place):

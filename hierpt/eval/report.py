@@ -144,8 +144,19 @@ def comparison_rows(a: Side, b: Side) -> list[tuple[str, float | None, float | N
     return [(name, flat_a.get(name), flat_b.get(name)) for name in sorted(flat_a.keys() | flat_b.keys())]
 
 
-def _cell(value: float | None) -> str:
+def cell(value: float | None) -> str:
+    """A metric as a table shows it: four decimals, `-` where there is none."""
     return "-" if value is None else f"{value:.4f}"
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: reports are written on machines without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def format_table(a: Side, b: Side) -> str:
@@ -155,7 +166,7 @@ def format_table(a: Side, b: Side) -> str:
     lines = [f"{'metric':<{width}}  {a.name:>{side}}  {b.name:>{side}}  {'B/A':>8}"]
     for name, value_a, value_b in rows:
         ratio = "-" if value_a in (None, 0.0) or value_b is None else f"{value_b / value_a:.3f}"
-        lines.append(f"{name:<{width}}  {_cell(value_a):>{side}}  {_cell(value_b):>{side}}  {ratio:>8}")
+        lines.append(f"{name:<{width}}  {cell(value_a):>{side}}  {cell(value_b):>{side}}  {ratio:>8}")
     return "\n".join(lines)
 
 
@@ -231,11 +242,7 @@ def _bars(axis, groups: list[str], sides: list[Side], values: list[list[float]])
 
 def write_plots(a: Side, b: Side, output: Path, targets: dict[str, float] | None = None) -> list[Path]:
     """The PNGs both sides have data for; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     output.mkdir(parents=True, exist_ok=True)
     sides, written = [a, b], []
 

@@ -90,14 +90,14 @@ def score_hat(model: HAT, requests: Sequence[tuple[str, str]], budget: int = BAT
     for index in length_batches([len(w.units) for w in windows], budget):
         batch = [windows[i] for i in index]
         word_bytes, lengths = words_to_tensors([w.units for w in batch], config.max_word_bytes)
-        predictive, spelled, spelled_lens = model.contexts(word_bytes.to(device), lengths.to(device))
-        # per predicted word (row-major, as `contexts` returns them): its request, byte offset and span
+        predictive, spelled, spelled_lens = model.predicted_words(word_bytes.to(device), lengths.to(device))
+        # per predicted word (row-major, as `predicted_words` returns them): its request, byte offset and span
         predicted = (lengths[:, 1:] > 0).nonzero()
         rows, cols = predicted[:, 0], predicted[:, 1] + 1
         offsets = torch.tensor([w.offsets + [0] * (lengths.shape[1] - len(w.offsets)) for w in batch])[rows, cols]
         request = torch.tensor([w.request for w in batch])[rows]
         span = torch.tensor([spans[w.request] for w in batch])[rows]
-        for group, logits, targets in model.spelling(predictive, spelled, spelled_lens):
+        for group, logits, targets in model.spelling_groups(predictive, spelled, spelled_lens):
             if not len(group):
                 continue
             logits, g, positions = logits.float(), group.cpu(), targets.shape[1]

@@ -128,8 +128,9 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     """
     from hierpt.eval.evaluate import evaluate_model
     from hierpt.eval.perturb import PERTURBATIONS
-    from hierpt.model.family import load_any_export
-    from hierpt.model.generate import SamplingConfig, continue_texts
+    from hierpt.model.export import load_any_export
+    from hierpt.model.family import continue_texts
+    from hierpt.model.generate import SamplingConfig
 
     targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
     if not targets:

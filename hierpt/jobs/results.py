@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hierpt.eval.report import cell, pyplot
+
 METRICS = ("bits_per_byte", "word_accuracy")
 TASK_METRIC = "acc"  # of downstream tasks (EvalJob.tasks), beside bits/byte
 
@@ -19,23 +21,15 @@ def table(results: list[tuple[int, dict]]) -> str:
     for step, result in results:
         row = [str(step)]
         for metric in METRICS:
-            row += [_cell(result.get(metric, {}).get(lang)) for lang in langs]
-        row += [_cell(result.get("tasks", {}).get(task, {}).get(TASK_METRIC)) for task in tasks]
+            row += [cell(result.get(metric, {}).get(lang)) for lang in langs]
+        row += [cell(result.get("tasks", {}).get(task, {}).get(TASK_METRIC)) for task in tasks]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def plot(results: list[tuple[int, dict]], run_name: str, output: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4), squeeze=False)
     steps = [step for step, _ in results]
     for axis, metric in zip(axes[0], METRICS, strict=True):

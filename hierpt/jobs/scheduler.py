@@ -1,7 +1,7 @@
 """The scheduler: submits job specs to a Ray cluster (Jobs API), resubmits interrupted ones, and evaluates
 every checkpoint of the training runs it launched.
 
-Ray runs a job once and never retries it (ray_deepspeed_notes.md §1.7), so retries live here. A training
+Ray runs a job once and never retries it, so retries live here. A training
 job is resubmitted under the same run name and storage, so it resumes from its latest committed checkpoint.
 What counts as an interruption: a driver stopped by someone else (a node drain, `ray job stop`), killed by a
 signal, or lost with its node, or exit code 75 from `hierpt run` (Ray workers lost beyond the run's own

@@ -32,6 +32,7 @@ from pydantic import (
 from hierpt.data.recipe import TokenShardSpec
 from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials, looks_secret
 from hierpt.train.config import TrainJob, check_run_name
+from hierpt.validation import field_name, first_error
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -228,16 +229,7 @@ def parse_spec(raw: dict, source: str = "spec") -> JobSpec:
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        loc = first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]  # drop the union tag
-        where = ".".join(_field(p) for p in loc) or "(top level)"
-        raise ValueError(f"{source}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
-
-
-def _field(key) -> str:
-    """A field path component as a user can read it on one line (a key with odd characters quoted)."""
-    text = str(key)
-    return text if text.isprintable() and text.strip() == text and text else repr(text)
+        raise ValueError(f"{source}: {first_error(error, union_tag=raw.get('kind'))}") from None
 
 
 def _credentials_at(raw, path: str = "") -> str | None:
@@ -251,7 +243,7 @@ def _credentials_at(raw, path: str = "") -> str | None:
     for key, value in items:
         if isinstance(key, str) and has_credentials(key):  # a key is echoed too, e.g. as an unknown field
             return path or "(top level)"
-        found = _credentials_at(value, f"{path}.{_field(key)}" if path else _field(key))
+        found = _credentials_at(value, f"{path}.{field_name(key)}" if path else field_name(key))
         if found is not None:
             return found
     return None

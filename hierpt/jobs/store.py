@@ -141,9 +141,6 @@ class Store:
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE submissions SET {assignments} WHERE submission_id = ?", (*fields.values(), submission_id))
 
-    def submissions(self, job_id: str) -> list[sqlite3.Row]:
-        return list(self.db.execute("SELECT * FROM submissions WHERE job_id = ? ORDER BY attempt", (job_id,)))
-
     def put_result(self, run_name: str, step: int, metrics: dict) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO results (run_name, step, metrics) VALUES (?, ?, ?)",

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hierpt.data.bpe import BPETokenizer
-from hierpt.model.export import read_export_document, read_weights, save_export
 from hierpt.model.hat import IGNORE, Stack, StackConfig, from_preset, stack_flops
 
 
@@ -141,9 +139,6 @@ class Baseline(nn.Module):
         counts["total"] = sum(counts.values())
         return counts
 
-    def flops_per_token(self) -> float:
-        return flops_per_token(self.config)
-
 
 def flops_per_token(config: BaselineConfig) -> float:
     """Training FLOPs (forward + backward = 3 x forward) per token, counted like `hat.flops_per_word`.
@@ -158,35 +153,3 @@ def build_meta(config: BaselineConfig) -> Baseline:
     with torch.device("meta"):
         return Baseline(config)
 
-
-# An export in the HAT's format (export.py: weights + config.json), marked by MODEL_KIND in its metadata and
-# holding the tokenizer beside the weights, since the model is meaningless without it.
-MODEL_KIND = "baseline"
-TOKENIZER = "tokenizer.json"
-
-
-def save_baseline_export(
-    state_dict: dict[str, torch.Tensor],
-    config: BaselineConfig,
-    tokenizer: BPETokenizer,
-    url: str,
-    metadata: dict | None = None,
-) -> str:
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model embeds {config.vocab_size}")
-    tokenizer.save(f"{url.rstrip('/')}/{TOKENIZER}")  # before config.json, which marks the export complete
-    metadata = {**(metadata or {}), "model_kind": MODEL_KIND, "tokenizer_sha256": tokenizer.sha256()}
-    return save_export(state_dict, config, url, metadata)
-
-
-def is_baseline_export(url: str) -> bool:
-    return read_export_document(url).get("hierpt", {}).get("model_kind") == MODEL_KIND
-
-
-def load_baseline_export(url: str, device: str | torch.device = "cpu") -> tuple[Baseline, BPETokenizer]:
-    document = read_export_document(url)
-    if document.get("hierpt", {}).get("model_kind") != MODEL_KIND:
-        raise ValueError(f"{url} is not a baseline export")
-    model = Baseline(BaselineConfig.from_dict(document["model"])).to(device)
-    model.load_state_dict(read_weights(url, device))
-    return model.eval(), BPETokenizer.load(f"{url.rstrip('/')}/{TOKENIZER}")

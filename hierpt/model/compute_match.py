@@ -1,4 +1,4 @@
-"""Compute matching (paper §2.3, hat_spec.md §5): a baseline shape with the HAT's training FLOPs per byte.
+"""Compute matching (paper §2.3): a baseline shape with the HAT's training FLOPs per byte.
 
 FLOPs per byte are `hat.flops_per_word / bytes_per_word` for the HAT and `baseline.flops_per_token /
 bytes_per_token` for the baseline, with both ratios measured on the same corpus. The HAT shape is given; the
@@ -7,15 +7,12 @@ searched. Among shapes within `CLOSE` of the target, the one whose depth is near
 (the paper's baselines are a little shallower than its HAT backbones); the result must hold within
 `TOLERANCE` (the paper's "deviation < 5%").
 
-``hierpt compute-match --hat small --text corpus.jsonl --tokenizer tok.json`` prints both shapes; ``--hat`` also
-takes a job spec (its `model`), and ``--token-shards URL`` measures both ratios from a token shard set's
-manifest. The output ends with the baseline's `model:` block for a job spec.
+``hierpt compute-match`` (hierpt/cli.py) measures the two ratios and prints both shapes and the baseline's
+`model:` block for a job spec.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, replace
 
 from hierpt.model.baseline import BaselineConfig, flops_per_token
@@ -23,7 +20,7 @@ from hierpt.model.hat import HATConfig, StackConfig, flops_per_word
 
 TOLERANCE = 0.05
 CLOSE = 0.01
-PAPER_COMPRESSION = {"bytes_per_word": 5.97, "bytes_per_token": 4.12}  # DCLM English, hat_spec.md §6.2
+PAPER_COMPRESSION = {"bytes_per_word": 5.97, "bytes_per_token": 4.12}  # DCLM English, as the paper measured it
 
 
 @dataclass(frozen=True)
@@ -106,67 +103,6 @@ def match_baseline(
         hat_flops_per_byte=target,
         baseline_flops_per_byte=baseline_flops_per_byte(best, bytes_per_token),
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hierpt compute-match", description=__doc__.split("\n")[0])
-    parser.add_argument("--hat", default="small", help="HAT preset, or a job spec YAML (its `model`)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--text", help="corpus (JSONL with `text`, or plain text) to measure bytes/word and bytes/token on"
-    )
-    source.add_argument("--token-shards", help="a token shard set (hierpt prep --seq-tokens): ratios of its manifest")
-    source.add_argument(
-        "--bytes-per-word", type=float, help="measured elsewhere; needs --bytes-per-token and --vocab-size"
-    )
-    parser.add_argument("--tokenizer", help="BPE tokenizer JSON (with --text)")
-    parser.add_argument("--bytes-per-token", type=float)
-    parser.add_argument("--vocab-size", type=int)
-    args = parser.parse_args(argv)
-
-    hat = _hat_config(args.hat)
-    if args.token_shards:
-        from hierpt.data.shards import read_manifest
-
-        manifest = read_manifest(args.token_shards)
-        if manifest.tokens is None:
-            parser.exit(2, f"{parser.prog}: error: {args.token_shards} holds word shards, not token shards\n")
-        bytes_per_word, bytes_per_token = manifest.bytes_per_word, manifest.bytes_per_token
-        vocab_size = manifest.tokens.vocab_size
-    elif args.text:
-        from hierpt.data.bpe import BPETokenizer
-        from hierpt.eval.evaluate import read_documents
-        from hierpt.eval.metrics import compression
-
-        if not args.tokenizer:
-            parser.error("--text needs --tokenizer")
-        tokenizer = BPETokenizer.load(args.tokenizer)
-        stats = compression([doc.text for doc in read_documents(args.text)], hat.max_word_bytes, tokenizer)
-        bytes_per_word, bytes_per_token, vocab_size = (
-            stats["bytes_per_word"],
-            stats["bytes_per_token"],
-            tokenizer.vocab_size,
-        )
-    else:
-        if args.bytes_per_token is None or args.vocab_size is None:
-            parser.error("--bytes-per-word needs --bytes-per-token and --vocab-size")
-        bytes_per_word, bytes_per_token, vocab_size = args.bytes_per_word, args.bytes_per_token, args.vocab_size
-    try:
-        match = match_baseline(hat, vocab_size, bytes_per_word, bytes_per_token)
-    except ValueError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    print(json.dumps({**match.summary(), "baseline_model": baseline_model_spec(match.baseline)}, indent=2))
-
-
-def _hat_config(name_or_spec: str) -> HATConfig:
-    if not name_or_spec.endswith((".yaml", ".yml")):
-        return HATConfig.from_name(name_or_spec)
-    from hierpt.jobs.specs import load_spec
-
-    spec = load_spec(name_or_spec)
-    if getattr(spec, "model", None) is None or spec.model.family != "hat":
-        raise ValueError(f"{name_or_spec}: not a training spec of a HAT")
-    return spec.model.build_config()
 
 
 def baseline_model_spec(config: BaselineConfig) -> dict:

@@ -1,24 +1,29 @@
-"""The two model families hierpt trains, the HAT and the paper's BPE baseline, and the few things that differ.
+"""The two model families hierpt trains, the HAT and the paper's BPE baseline: the one place they differ.
 
 Data order, DeepSpeed, checkpoints, metrics and the scheduler are shared. A family says what a shard row
-holds for it (words, or BPE ids of token shards), how its config is made from a preset, its training FLOPs
-per unit, and how its exports are read back (a baseline export carries its tokenizer).
+holds for it (words, or BPE ids of token shards) and which shape fields the shards fix, how its config is
+made from a preset, how rows become model inputs, its training FLOPs per unit, and how it generates text.
+Adding a family is one model file and one entry in `FAMILIES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
-import torch
 from torch import nn
 
 from hierpt.data.bpe import BPETokenizer
+from hierpt.data.loader import Collate, word_batch
+from hierpt.data.shards import Manifest
 from hierpt.model import baseline, hat
-from hierpt.model.export import load_export
+from hierpt.model.generate import SamplingConfig, generate_baseline, generate_hat_texts
+from hierpt.splitting import DEFAULT_MAX_WORD_BYTES
 
 FamilyName = Literal["hat", "baseline"]
+SHARD_KIND = {"words": "word", "tokens": "BPE token"}  # a shard set by what its rows hold
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,15 @@ class Family:
     model_type: type[nn.Module]
     flops_per_unit: Callable[[object, float], float]  # training FLOPs per word or token, for MFU
     build_meta: Callable[[object], nn.Module]  # the model on the meta device: shapes and counts, no weights
+    shard_shape: Callable[[Manifest], dict]  # the config fields the shards were cut to, by name
+    generate: Callable[[nn.Module, BPETokenizer | None, Sequence[str], SamplingConfig], list[str]]
+    # the longest word when its text is split into HAT words (word accuracy and compression, for every family)
+    word_limit: Callable[[object], int]
+
+    @property
+    def uses_tokenizer(self) -> bool:
+        """A token model is meaningless without its tokenizer: shards, checkpoints and exports carry it."""
+        return self.unit == "tokens"
 
     def config(self, preset: str, overrides: dict | None = None):
         """A preset with field overrides (nested configs merge); unknown fields are named in the error."""
@@ -41,22 +55,57 @@ class Family:
             base[key] = {**base[key], **value} if isinstance(base[key], dict) else value
         return self.config_type.from_dict(base)
 
+    def check_shards(self, config, manifest: Manifest, url: str) -> None:
+        """The shards hold this family's unit, cut to the config's shape, with a vocabulary that fits it."""
+        if manifest.column != self.unit:
+            held, needed = (SHARD_KIND[unit] for unit in (manifest.column, self.unit))
+            raise ValueError(
+                f"data.shards {url} holds {held} shards but model.family {self.name} trains on {needed} shards "
+                f"(token shards come from `hierpt prep --seq-tokens`)"
+            )
+        if manifest.tokens is not None and manifest.tokens.vocab_size > config.vocab_size:
+            raise ValueError(
+                f"model vocab_size={config.vocab_size} is smaller than the tokenizer of {url} "
+                f"({manifest.tokens.vocab_size} ids): set model.overrides.vocab_size"
+            )
+        for field, prepared in self.shard_shape(manifest).items():
+            if getattr(config, field) != prepared:
+                raise ValueError(
+                    f"model {field}={getattr(config, field)} but the shards {url} were prepared with "
+                    f"{field}={prepared}: set model.overrides.{field} or re-run prep"
+                )
+
+    def inputs(self, config, manifest: Manifest, url: str) -> tuple[Collate, BPETokenizer | None]:
+        """How the shard set's rows become model inputs, and the tokenizer that travels with the model."""
+        if not self.uses_tokenizer:
+            return word_batch(config.max_word_bytes), None
+        tokenizer = BPETokenizer.load(f"{url.rstrip('/')}/{manifest.tokens.tokenizer}")
+        return partial(tokenizer.batch, token_bytes=tokenizer.token_bytes()), tokenizer
+
 
 FAMILIES: dict[str, Family] = {
-    "hat": Family("hat", "words", hat.HATConfig, hat.HAT, hat.flops_per_word, hat.build_meta),
+    "hat": Family(
+        "hat", "words", hat.HATConfig, hat.HAT, hat.flops_per_word, hat.build_meta,
+        shard_shape=lambda manifest: {"seq_words": manifest.seq_words, "max_word_bytes": manifest.max_word_bytes},
+        generate=lambda model, _, prompts, sampling: generate_hat_texts(model, prompts, sampling),
+        word_limit=lambda config: config.max_word_bytes,
+    ),
     "baseline": Family(
         "baseline", "tokens", baseline.BaselineConfig, baseline.Baseline,
         lambda config, _: baseline.flops_per_token(config), baseline.build_meta,
-    ),  # fmt: skip
-}
+        shard_shape=lambda manifest: {"seq_tokens": manifest.tokens.seq_tokens},
+        generate=generate_baseline,
+        word_limit=lambda _: DEFAULT_MAX_WORD_BYTES,
+    ),
+}  # fmt: skip
 
 
 def family_of(config) -> Family:
     return next(f for f in FAMILIES.values() if isinstance(config, f.config_type))
 
 
-def load_any_export(url: str, device: str | torch.device = "cpu") -> tuple[nn.Module, BPETokenizer | None]:
-    """A HAT export (tokenizer None) or a baseline export with its tokenizer."""
-    if baseline.is_baseline_export(url):
-        return baseline.load_baseline_export(url, device)
-    return load_export(url, device), None
+def continue_texts(
+    model: nn.Module, tokenizer: BPETokenizer | None, prompts: Sequence[str], sampling: SamplingConfig
+) -> list[str]:
+    """Either family's continuations of `prompts` (a loaded export: `hierpt.model.export.load_any_export`)."""
+    return family_of(model.config).generate(model, tokenizer, prompts, sampling)

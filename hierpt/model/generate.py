@@ -1,6 +1,6 @@
 """Generation for both families, with KV caches so a new word (token) costs the same at any context length.
 
-HAT (hat_spec.md §4.1): the backbone keeps a cache over words, the decoder one within the word being spelled,
+HAT: the backbone keeps a cache over words, the decoder one within the word being spelled,
 and the encoder runs once per finished word. The prompt is read as training reads text: the document start
 [S] comes first, and its last word is unfinished — "The qu" continues " qu", and "The " continues " " into
 " quick" instead of making the space a word — so the decoder starts from that word's bytes and may end it
@@ -330,15 +330,3 @@ def generate_baseline_uncached(model: Baseline, tokenizer: BPETokenizer, prompt:
 def generate_baseline_text(model: Baseline, tokenizer: BPETokenizer, prompt: str, sampling: SamplingConfig) -> str:
     return generate_baseline(model, tokenizer, [prompt], sampling)[0]
 
-
-def continue_texts(
-    model: HAT | Baseline, tokenizer: BPETokenizer | None, prompts: Sequence[str], sampling: SamplingConfig
-) -> list[str]:
-    """Either family's continuations (`family.load_any_export` gives a HAT no tokenizer)."""
-    if tokenizer is None:
-        return generate_hat_texts(model, prompts, sampling)
-    return generate_baseline(model, tokenizer, prompts, sampling)
-
-
-def continue_text(model: HAT | Baseline, tokenizer: BPETokenizer | None, prompt: str, sampling: SamplingConfig) -> str:
-    return continue_texts(model, tokenizer, [prompt], sampling)[0]

@@ -4,7 +4,7 @@ Every word is ``[W] + its UTF-8 bytes``. A small bidirectional encoder reads eac
 at ``[W]``, projected to the backbone width, is the word's vector. A causal Llama backbone runs over the
 words of a sequence. The backbone output at word i, projected to the byte width, is position 0 of a small
 causal decoder that spells word i+1 and then ``[W]`` (end of word). ``[S]`` is a one-byte dummy word that
-ends a document; it is predicted like a word but without the trailing ``[W]`` (hat_spec.md §1.5, §4.1).
+ends a document; it is predicted like a word but without the trailing ``[W]``.
 
 All words of a batch go through the encoder and the decoder as one ``[num_words, word_len]`` tensor.
 """
@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hierpt.splitting import END_OF_DOC, PAD, WORD_MARK
+from hierpt.splitting import END_OF_DOC, IGNORE, PAD, WORD_MARK
 
 VOCAB_SIZE = 256
-IGNORE = -100
 # Byte modules run on words in length groups, four per doubling of length (words of up to 7 bytes share one):
 # measured on `small` (benchmarks/RESULTS.md), padding fell from 24% to 13% of the computed byte positions
 # and a CPU training step got 10% faster than with one group per doubling; more groups cost more calls.
@@ -89,7 +88,7 @@ def from_preset(presets: dict, name: str, **overrides):
 
 
 def _paper(backbone_layers: int, backbone_dim: int, byte_layers: int, byte_heads: int) -> HATConfig:
-    """Table 2 of the paper: head_dim 128 everywhere, heads = layers in the backbone (hat_spec.md §3.1)."""
+    """Table 2 of the paper: head_dim 128 everywhere, heads = layers in the backbone."""
     byte = StackConfig(dim=byte_heads * 128, layers=byte_layers, heads=byte_heads)
     return HATConfig(
         encoder=byte,
@@ -341,14 +340,14 @@ class HAT(nn.Module):
         return self.lm_head(self.decoder(inputs))
 
     def forward(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> HATOutput:
-        return self.spell(*self.contexts(word_bytes, lengths))
+        return self.spelling_loss(*self.predicted_words(word_bytes, lengths))
 
-    def spell(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
+    def spelling_loss(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor) -> HATOutput:
         """Decoder loss of spelling words [n, L] from their predictive embeddings [n, d], teacher-forced."""
-        groups = self.spelling(predictive, spelled, spelled_lens)
+        groups = self.spelling_groups(predictive, spelled, spelled_lens)
         return merge_scores([self.score(logits, targets) for _, logits, targets in groups])
 
-    def spelling(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor):
+    def spelling_groups(self, predictive: torch.Tensor, spelled: torch.Tensor, spelled_lens: torch.Tensor):
         """Per length group of the words (as in encode_words): their indices, decoder logits [m, width+1, 256]
         and targets [m, width+1]."""
         for index, width in length_groups(spelled_lens, self.config.max_word_bytes):
@@ -358,10 +357,10 @@ class HAT(nn.Module):
 
     def predict(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits [n, L+1, 256] and targets [n, L+1] of every predicted word, in row-major order."""
-        predictive, spelled, spelled_lens = self.contexts(word_bytes, lengths)
+        predictive, spelled, spelled_lens = self.predicted_words(word_bytes, lengths)
         return self.decode_logits(predictive, spelled), end_of_word_targets(spelled, spelled_lens)
 
-    def contexts(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def predicted_words(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Encoder + backbone: the predictive embedding [n, d] of every predicted word, its bytes and length."""
         B, N, L = word_bytes.shape  # sequences, words per sequence, bytes per word; lengths: [B, N], 0 = no word
         word_bytes = word_bytes.long()
@@ -388,9 +387,6 @@ class HAT(nn.Module):
 
     def num_params(self) -> dict[str, int]:
         return count_params(self)
-
-    def flops_per_word(self, bytes_per_word: float) -> float:
-        return flops_per_word(self.config, bytes_per_word)
 
 
 def length_groups(lengths: torch.Tensor, max_word_bytes: int) -> list[tuple[torch.Tensor, int]]:

@@ -31,11 +31,11 @@ from typing import NamedTuple
 import ray.train
 from pydantic import BaseModel, ConfigDict
 
+from hierpt.data.bpe import TOKENIZER_FILE
 from hierpt.data.loader import LoaderState
 
 TAG = "ds"  # DeepSpeed's tag: the sub-directory holding its files
 STATE_FILE = "hierpt_state.json"
-TOKENIZER = "tokenizer.json"  # a baseline's vocabulary travels with its checkpoints
 FILE_LIST = "hierpt_files.rank-{rank:05d}.json"  # per rank: the files it wrote and their sizes
 
 
@@ -44,14 +44,14 @@ class CorruptCheckpoint(ValueError):
 
 
 class TrainState(BaseModel):
-    """What hierpt stores beside DeepSpeed's files (DESIGN.md "Checkpoints")."""
+    """What hierpt stores beside DeepSpeed's files (docs/design.md, "Checkpoint")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     step: int  # the next step to run
     loader: LoaderState
     world_size: int
     zero_stage: int
-    family: str = "hat"  # hierpt.model.family; a baseline checkpoint also holds its TOKENIZER file
+    family: str = "hat"  # hierpt.model.family; a family with a tokenizer also keeps its TOKENIZER_FILE here
     model: dict
     deepspeed: dict
 
@@ -62,7 +62,7 @@ class Resume(NamedTuple):
 
 
 @contextlib.contextmanager
-def latest() -> Iterator[Resume | None]:
+def latest_committed() -> Iterator[Resume | None]:
     """The newest intact committed checkpoint of this run (after a failure, a resize or a relaunch), or None."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -78,7 +78,7 @@ def latest() -> Iterator[Resume | None]:
 
 
 @contextlib.contextmanager
-def opened(url: str | None) -> Iterator[Resume | None]:
+def from_url(url: str | None) -> Iterator[Resume | None]:
     """A given checkpoint (a directory or URL, downloaded if remote); None passes through."""
     if url is None:
         yield None
@@ -206,7 +206,7 @@ def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, be
         engine.save_checkpoint(str(directory), tag=TAG, client_state=client_state)
         if rank == 0:
             if tokenizer is not None:
-                tokenizer.save(str(directory / TOKENIZER))
+                tokenizer.save(str(directory / TOKENIZER_FILE))
             (directory / STATE_FILE).write_text(state.model_dump_json(indent=2))
         files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in directory.rglob("*") if p.is_file()}
         listing = {"world_size": state.world_size, "files": files}
@@ -295,24 +295,21 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
 
 
 def export(checkpoint: ray.train.Checkpoint, output: str) -> str:
-    """Consolidated safetensors + config (hierpt.model.export) from a checkpoint (see `resolve`); a baseline's
-    export also holds its tokenizer."""
+    """Consolidated safetensors + config (hierpt.model.export) from a checkpoint (see `resolve`), with the
+    tokenizer of a family that has one."""
     from hierpt.data.bpe import BPETokenizer
-    from hierpt.model.baseline import save_baseline_export
     from hierpt.model.export import save_export
     from hierpt.model.family import FAMILIES
 
     with checkpoint.as_directory() as local:
         state = read_state(Path(local))
+        family = FAMILIES[state.family]
         weights = consolidated_state_dict(Path(local), state)
-        tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER)) if state.family == "baseline" else None
+        tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER_FILE)) if family.uses_tokenizer else None
     metadata = {
         "source_checkpoint": checkpoint.path,
         "step": state.step,
         "samples_consumed": state.loader.samples_consumed,
         "data_fingerprint": state.loader.fingerprint,
     }
-    config = FAMILIES[state.family].config_type.from_dict(state.model)
-    if tokenizer is not None:
-        return save_baseline_export(weights, config, tokenizer, output, metadata)
-    return save_export(weights, config, output, metadata)
+    return save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer)

@@ -50,14 +50,14 @@ class ModelSpec(Spec):
     overrides: dict = Field(default_factory=dict)
 
     @property
-    def definition(self) -> Family:
+    def model_family(self) -> Family:
         return FAMILIES[self.family]
 
     def build_config(self):
-        return self.definition.config(self.preset, self.overrides)
+        return self.model_family.config(self.preset, self.overrides)
 
     def build(self) -> nn.Module:
-        return self.definition.model_type(self.build_config())
+        return self.model_family.model_type(self.build_config())
 
 
 class DataSpec(Spec):
@@ -66,7 +66,7 @@ class DataSpec(Spec):
 
 
 class OptimizerSpec(Spec):
-    """AdamW with linear warmup and cosine decay; defaults from the HAT paper (hat_spec.md)."""
+    """AdamW with linear warmup and cosine decay; defaults from the HAT paper."""
 
     lr: float = Field(3e-4, gt=0)
     beta1: float = 0.9

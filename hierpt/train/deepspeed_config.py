@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+from hierpt.data.loader import accumulation_steps
 from hierpt.train.config import TrainJob
 
 
 def deepspeed_config(job: TrainJob, world_size: int, load_universal: bool = False) -> dict:
-    accumulation = job.global_batch // (world_size * job.micro_batch)
-    if accumulation * world_size * job.micro_batch != job.global_batch:
-        raise ValueError(
-            f"global_batch {job.global_batch} is not a multiple of workers ({world_size}) x micro_batch "
-            f"({job.micro_batch})"
-        )
+    accumulation = accumulation_steps(job.global_batch, world_size, job.micro_batch)
     opt = job.optimizer
     zero: dict = {"stage": job.zero_stage}
     if job.offload_optimizer:

@@ -10,9 +10,9 @@ import ray.train
 import ray.train.torch
 import torch
 
-from hierpt.data.bpe import BPETokenizer
-from hierpt.data.loader import Collate, DeterministicLoader, word_batch
-from hierpt.data.shards import Manifest, read_manifest
+from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
+from hierpt.data.loader import Collate, DeterministicLoader, MicroBatch
+from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
@@ -23,6 +23,7 @@ from hierpt.train.schedule import lr_at, set_lr
 
 
 def train_worker(config: dict) -> None:
+    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report."""
     job = TrainJob.model_validate(config)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -31,22 +32,11 @@ def train_worker(config: dict) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     model_config = job.model.build_config()
     collate, tokenizer = shard_inputs(job, model_config)
-
-    with checkpoint.latest() as resume, checkpoint.opened(None if resume else job.init_from_checkpoint) as initial:
-        if initial is not None and initial.state.model != model_config.to_dict():
-            raise ValueError(f"init_from_checkpoint {job.init_from_checkpoint} holds another model than model: {job.model}")
-        if initial is not None and tokenizer is not None:
-            found = BPETokenizer.load(str(initial.directory / checkpoint.TOKENIZER))
-            check_same_tokenizer(found, f"init_from_checkpoint {job.init_from_checkpoint}", tokenizer)
-        restore = resume or initial  # weights + optimizer state; only a resume also restores step and data position
-        model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
-        engine = build_engine(job, model, world_size, checkpoint.needs_universal(restore, world_size))
-        if restore is not None:
-            checkpoint.load(engine, restore, world_size)
-    start_step = 0 if resume is None else resume.state.step
+    engine, resumed = restore(job, model_config, tokenizer, world_size)
+    start_step = 0 if resumed is None else resumed.step
     loader = DeterministicLoader(
         job.data.shards, job.data.seed, job.global_batch, job.micro_batch, rank, world_size, collate,
-        None if resume is None else resume.state.loader,
+        None if resumed is None else resumed.loader,
     )  # fmt: skip
     log = MetricsLog(model_config, job.steps, world_size, peak_flops_per_device(job.peak_flops, device), rank == 0,
                      job.resolved_tensorboard_dir())  # fmt: skip
@@ -55,16 +45,10 @@ def train_worker(config: dict) -> None:
 
     for step in range(start_step, job.steps):
         lr = lr_at(step, job.steps, job.optimizer)
-        set_lr(engine.optimizer, lr)
-        sums = StepSums(device)
         micro_batches = loader.next_step()
-        for micro in micro_batches:  # DeepSpeed accumulates and steps the optimizer after the last one
-            output = engine(**{name: tensor.to(device) for name, tensor in micro.inputs.items()})
-            engine.backward(output.loss)
-            engine.step()
-            sums.add(output)
+        sums = train_step(engine, micro_batches, lr, device)
         metrics = log.step(step, sums, loader.samples_consumed, lr, engine.get_global_grad_norm(), loader.last_wait_s)
-        metrics["resumed_from_step"] = None if resume is None else start_step
+        metrics["resumed_from_step"] = None if resumed is None else start_step
         trace.record(step, micro_batches, metrics)
         faults.maybe_kill(step, during="step")
 
@@ -89,42 +73,46 @@ def train_worker(config: dict) -> None:
     log.close()
 
 
+def train_step(engine, micro_batches: list[MicroBatch], lr: float, device: torch.device) -> StepSums:
+    """One optimizer step at learning rate `lr`: forward and backward of every micro-batch; DeepSpeed
+    accumulates their gradients and, after the last one, clips them and steps AdamW."""
+    set_lr(engine.optimizer, lr)
+    sums = StepSums(device)
+    for micro in micro_batches:
+        output = engine(**{name: tensor.to(device) for name, tensor in micro.inputs.items()})
+        engine.backward(output.loss)
+        engine.step()
+        sums.add(output)
+    return sums
+
+
+def restore(
+    job: TrainJob, model_config, tokenizer: BPETokenizer | None, world_size: int
+) -> tuple[object, checkpoint.TrainState | None]:
+    """The engine and where training starts: the run's latest checkpoint (weights, optimizer, step and data
+    position); else `init_from_checkpoint` (weights and optimizer, data from the start); else the spec's model,
+    from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
+    given = job.init_from_checkpoint
+    with checkpoint.latest_committed() as resume, checkpoint.from_url(None if resume else given) as initial:
+        if initial is not None and initial.state.model != model_config.to_dict():
+            raise ValueError(f"init_from_checkpoint {given} holds another model than model: {job.model}")
+        if initial is not None and tokenizer is not None:
+            found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
+            check_same_tokenizer(found, f"init_from_checkpoint {given}", tokenizer)
+        restored = resume or initial
+        model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
+        engine = build_engine(job, model, world_size, checkpoint.needs_universal(restored, world_size))
+        if restored is not None:
+            checkpoint.load(engine, restored, world_size)
+    return engine, None if resume is None else resume.state
+
+
 def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
-    """How the shard set's rows become model inputs (after checking they fit the model), and the baseline's
-    tokenizer."""
+    """How the shard set's rows become model inputs (after checking they fit the model), and the tokenizer of
+    a family that has one."""
     manifest = read_manifest(job.data.shards)
-    check_shards_fit_model(job, model_config, manifest)
-    if manifest.tokens is None:
-        return word_batch(model_config.max_word_bytes), None
-    tokenizer = BPETokenizer.load(f"{job.data.shards.rstrip('/')}/{manifest.tokens.tokenizer}")
-    return partial(tokenizer.batch, token_bytes=tokenizer.token_bytes()), tokenizer
-
-
-def check_shards_fit_model(job: TrainJob, model_config, manifest: Manifest) -> None:
-    """The HAT reads word shards cut to its seq_words and max_word_bytes; the baseline reads token shards of
-    its seq_tokens, with a vocabulary that fits its embedding."""
-    url = job.data.shards
-    if (manifest.tokens is not None) != (job.model.family == "baseline"):
-        held, needed = ("BPE token", "word") if manifest.tokens is not None else ("word", "BPE token")
-        raise ValueError(
-            f"data.shards {url} holds {held} shards but model.family {job.model.family} trains on {needed} shards "
-            f"(token shards come from `hierpt prep --seq-tokens`)"
-        )
-    if manifest.tokens is None:
-        fields = {"seq_words": manifest.seq_words, "max_word_bytes": manifest.max_word_bytes}
-    else:
-        fields = {"seq_tokens": manifest.tokens.seq_tokens}
-        if manifest.tokens.vocab_size > model_config.vocab_size:
-            raise ValueError(
-                f"model vocab_size={model_config.vocab_size} is smaller than the tokenizer of {url} "
-                f"({manifest.tokens.vocab_size} ids): set model.overrides.vocab_size"
-            )
-    for field, prepared in fields.items():
-        if getattr(model_config, field) != prepared:
-            raise ValueError(
-                f"model {field}={getattr(model_config, field)} but the shards {url} were prepared with "
-                f"{field}={prepared}: set model.overrides.{field} or re-run prep"
-            )
+    job.model.model_family.check_shards(model_config, manifest, job.data.shards)
+    return job.model.model_family.inputs(model_config, manifest, job.data.shards)
 
 
 def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokenizer) -> None:
@@ -140,12 +128,12 @@ def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fre
     """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
     if not (fresh_start and job.init_from):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
-        model = job.model.build()
+        model = job.model.model_family.model_type(model_config)
     else:
-        from hierpt.model.family import load_any_export
+        from hierpt.model.export import load_any_export
 
         model, exported_tokenizer = load_any_export(job.init_from)
-        if not isinstance(model, job.model.definition.model_type):
+        if not isinstance(model, job.model.model_family.model_type):
             raise ValueError(f"init_from {job.init_from} is not a {job.model.family} export (model.family)")
         if model.config != model_config:
             raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")

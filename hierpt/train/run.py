@@ -24,14 +24,13 @@ from hierpt.train.lease import Lease
 
 
 def train(job: TrainJob) -> dict:
-    from hierpt.train.loop import check_shards_fit_model
-
     manifest = read_manifest(job.data.shards)
-    check_shards_fit_model(job, job.model.build_config(), manifest)  # refused before any worker starts
+    model_config = job.model.build_config()  # once here; each worker builds its own from the same spec
+    job.model.model_family.check_shards(model_config, manifest, job.data.shards)  # before any worker starts
     if job.init_from:
-        check_init_from(job)
+        check_init_from(job, model_config)
     with Lease(job.run_url):
-        previous = check_previous_run(job, manifest.fingerprint)
+        previous = check_previous_run(job, model_config, manifest.fingerprint)
         if previous is not None and previous.step >= job.steps:
             print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
             return summarize(job, checkpoint.run_result(job.run_url))
@@ -94,20 +93,19 @@ def summarize(job: TrainJob, result) -> dict:
     return summary
 
 
-def check_init_from(job: TrainJob) -> None:
+def check_init_from(job: TrainJob, model_config) -> None:
     """The export a run starts from has the spec's family and model config; checked before Ray starts a worker."""
-    from hierpt.model.export import read_export_document
-    from hierpt.model.family import FAMILIES
+    from hierpt.model.export import export_family, read_export_document
 
     document = read_export_document(job.init_from)
-    family = document.get("hierpt", {}).get("model_kind", "hat")
-    if family != job.model.family:
-        raise ValueError(f"init_from {job.init_from} is a {family} export, but model.family is {job.model.family}")
-    if FAMILIES[family].config_type.from_dict(document["model"]) != job.model.build_config():
+    family = export_family(document)
+    if family.name != job.model.family:
+        raise ValueError(f"init_from {job.init_from} is a {family.name} export, but model.family is {job.model.family}")
+    if family.config_type.from_dict(document["model"]) != model_config:
         raise ValueError(f"init_from {job.init_from} holds a different model config than model: {job.model}")
 
 
-def check_previous_run(job: TrainJob, fingerprint: str) -> checkpoint.TrainState | None:
+def check_previous_run(job: TrainJob, model_config, fingerprint: str) -> checkpoint.TrainState | None:
     """The state of the run's latest checkpoint, if any; refuses, before any worker starts, to resume a run on
     other data or with another model."""
     try:
@@ -121,7 +119,7 @@ def check_previous_run(job: TrainJob, fingerprint: str) -> checkpoint.TrainState
             f"run {job.run_url} was trained on shards with fingerprint {state.loader.fingerprint}, but data.shards "
             f"{job.data.shards} has {fingerprint}: use a new run name (init_from for continued pretraining)"
         )
-    if state.model != job.model.build_config().to_dict():
+    if state.model != model_config.to_dict():
         raise ValueError(f"run {job.run_url} was trained with another model config than model: {job.model}")
     return state
 

@@ -11,7 +11,7 @@ import torch
 
 from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.evaluate import evaluate_checkpoint, windows
-from hierpt.model.baseline import Baseline, BaselineConfig, save_baseline_export
+from hierpt.model.baseline import Baseline, BaselineConfig
 from hierpt.model.export import save_export
 from hierpt.model.hat import HAT, IGNORE, HATConfig
 from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
@@ -104,7 +104,7 @@ def baseline_export(corpus, tokenizer, tmp_path_factory) -> tuple[str, list[floa
     token_bytes = tokenizer.token_bytes()[tokens.clamp(min=0)]
     losses = _train(model, {"tokens": tokens, "token_bytes": token_bytes})
     url = str(tmp_path_factory.mktemp("baseline-export"))
-    return save_baseline_export(model.state_dict(), model.config, tokenizer, url, {"steps": STEPS}), losses
+    return save_export(model.state_dict(), model.config, url, {"steps": STEPS}, tokenizer), losses
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ from hierpt.eval.evaluate import (
 )
 from hierpt.eval.metrics import ScoreSums
 from hierpt.eval.perturb import PERTURBATIONS, perturb
-from hierpt.model.baseline import Baseline, BaselineConfig, load_baseline_export
+from hierpt.model.baseline import Baseline, BaselineConfig
+from hierpt.model.export import load_any_export
 from hierpt.model.hat import HAT, IGNORE, HATConfig
 from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
 
@@ -84,7 +85,7 @@ def test_baseline_word_is_right_only_when_every_token_covering_it_is(tokenizer):
 
 
 def test_baseline_word_accuracy_does_not_depend_on_windows_or_batching(baseline_export, corpus):
-    baseline, tokenizer = load_baseline_export(baseline_export[0])
+    baseline, tokenizer = load_any_export(baseline_export[0])
     texts = [text for _, text in corpus["eval"]] + TEXTS
     one_by_one = total(score_baseline(baseline, tokenizer, texts, budget=96))
     together = total(score_baseline(baseline, tokenizer, texts))

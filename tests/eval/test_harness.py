@@ -12,7 +12,7 @@ import pytest
 
 from hierpt.eval.harness import MODEL_NAME, HierptLM, cut_at_stops, run_tasks
 from hierpt.eval.scoring import score
-from hierpt.model.family import load_any_export
+from hierpt.model.export import load_any_export
 
 TASK = "hierpt_toy_choice"
 DOCS = [

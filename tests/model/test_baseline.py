@@ -7,12 +7,9 @@ from hierpt.model.baseline import (
     BaselineConfig,
     build_meta,
     flops_per_token,
-    is_baseline_export,
-    load_baseline_export,
-    save_baseline_export,
 )
 from hierpt.cli import main
-from hierpt.model.export import save_export
+from hierpt.model.export import export_family, load_any_export, read_export_document, save_export
 from hierpt.model.generate import SamplingConfig, generate_baseline_text
 from hierpt.model.hat import HAT, IGNORE, HATConfig
 
@@ -103,23 +100,24 @@ def test_config_round_trips_and_errors_name_the_field():
 
 def test_export_round_trip_keeps_outputs_and_tokenizer(tokenizer, tmp_path):
     model = tiny(tokenizer).eval()
-    url = save_baseline_export(model.state_dict(), model.config, tokenizer, str(tmp_path / "export"), {"step": 3})
-    loaded, loaded_tokenizer = load_baseline_export(url)
+    url = save_export(model.state_dict(), model.config, str(tmp_path / "export"), {"step": 3}, tokenizer)
+    loaded, loaded_tokenizer = load_any_export(url)
     assert loaded_tokenizer.encode(TEXTS[1]) == tokenizer.encode(TEXTS[1])
     inputs = batch(tokenizer, TEXTS)
     assert torch.equal(loaded(**inputs).nll_sum, model(**inputs).nll_sum)
     hat_url = save_export(
         HAT(HATConfig.from_name("tiny")).state_dict(), HATConfig.from_name("tiny"), str(tmp_path / "hat")
     )
-    assert is_baseline_export(url) and not is_baseline_export(hat_url)
-    with pytest.raises(ValueError, match="not a baseline export"):
-        load_baseline_export(hat_url)
+    assert [export_family(read_export_document(u)).name for u in (url, hat_url)] == ["baseline", "hat"]
+    assert load_any_export(hat_url)[1] is None
+    with pytest.raises(ValueError, match="a baseline export needs tokenizer"):
+        save_export(model.state_dict(), model.config, str(tmp_path / "untokenized"))
 
 
 def test_export_refuses_a_tokenizer_bigger_than_the_vocabulary(tokenizer, tmp_path):
     small = Baseline(BaselineConfig.from_name("tiny", vocab_size=100))
     with pytest.raises(ValueError, match="tokenizer has 300 ids but the model embeds 100"):
-        save_baseline_export(small.state_dict(), small.config, tokenizer, str(tmp_path / "export"))
+        save_export(small.state_dict(), small.config, str(tmp_path / "export"), tokenizer=tokenizer)
     assert not (tmp_path / "export").exists()
 
 
@@ -137,6 +135,6 @@ def test_generation_continues_a_memorised_text_and_stops_at_the_word_budget(toke
     assert generate_baseline_text(model, tokenizer, "Быстрая", sampled) == generate_baseline_text(
         model, tokenizer, "Быстрая", sampled
     )
-    url = save_baseline_export(model.state_dict(), model.config, tokenizer, str(tmp_path / "export"))
+    url = save_export(model.state_dict(), model.config, str(tmp_path / "export"), tokenizer=tokenizer)
     main(["generate", "--checkpoint", url, "--prompt", "The quick", "--max-words", "2"])
     assert capsys.readouterr().out == "The quick brown fox\n"

@@ -1,17 +1,12 @@
-import json
-
 import pytest
 
-from hierpt.data.bpe import BPETokenizer
 from hierpt.model.baseline import BaselineConfig, flops_per_token
 from hierpt.model.compute_match import (
     PAPER_COMPRESSION,
     TOLERANCE,
-    main,
     match_baseline,
 )
 from hierpt.model.hat import HATConfig, flops_per_word
-from hierpt.splitting import split_words
 
 PRESETS = ("tiny", "small", "1b", "3b", "7b")
 
@@ -50,22 +45,3 @@ def test_impossible_match_is_refused_with_the_gap():
     with pytest.raises(ValueError, match="must be positive"):
         match_baseline(HATConfig.from_name("tiny"), 2048, 0.0, 4.12)
 
-
-def test_main_measures_the_corpus_and_prints_both_shapes(tmp_path, capsys):
-    texts = [
-        "The quick brown fox jumps over the lazy dog. " * 20,
-        "Über den Wolken muss die Freiheit grenzenlos sein. " * 20,
-    ]
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    tokenizer = BPETokenizer.train(texts, vocab_size=2048, min_frequency=1).save(str(tmp_path / "tok.json"))
-    main(["--hat", "tiny", "--text", str(corpus), "--tokenizer", tokenizer])
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["hat"]["backbone"] == "2 layers x dim 128 (4 heads)"
-    assert summary["baseline"]["backbone"].endswith("heads)")
-    assert abs(summary["deviation"]) <= TOLERANCE
-    n_bytes = sum(len(t.encode()) for t in texts)
-    assert summary["bytes_per_word"] == pytest.approx(n_bytes / sum(len(split_words(t, 32)) for t in texts))
-    assert summary["bytes_per_token"] == pytest.approx(
-        n_bytes / sum(len(BPETokenizer.load(tokenizer).encode(t)) for t in texts)
-    )

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -52,6 +53,9 @@ def test_a_baseline_export_is_refused_by_the_hat_loader_in_one_line(tmp_path):
     from hierpt.model.export import load_export
 
     model = HAT(HATConfig.from_name("tiny"))
-    save_export(model.state_dict(), model.config, str(tmp_path), metadata={"model_kind": "baseline"})
+    save_export(model.state_dict(), model.config, str(tmp_path))
+    document = json.loads((tmp_path / "config.json").read_text())
+    document["hierpt"]["model_kind"] = "baseline"
+    (tmp_path / "config.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match="baseline export, not a HAT"):
         load_export(str(tmp_path))

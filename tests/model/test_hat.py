@@ -56,7 +56,7 @@ def test_end_of_document_word_is_predicted_without_an_end_of_word_mark():
     assert (targets[-1, 1:] == -100).all()
 
 
-# Table 2 of the paper (hat_spec.md §3.1): backbone, encoder = decoder parameters.
+# Table 2 of the paper: backbone, encoder = decoder parameters.
 PAPER = {"1b": (1.1e9, 23e6), "3b": (4.3e9, 24e6), "7b": (9.2e9, 55e6)}
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from hierpt.cli import main as cli
 from hierpt.data.bpe import BPETokenizer
-from hierpt.model.baseline import Baseline, save_baseline_export
+from hierpt.model.baseline import Baseline
 from hierpt.model.export import save_export
 from hierpt.model.hat import HAT
 from hierpt.train import checkpoint
@@ -41,9 +41,9 @@ def test_a_baseline_starts_only_from_a_baseline_export_with_the_shards_tokenizer
                                    "steps": 1, "model": model})  # fmt: skip
     config = job.model.build_config()
     _, tokenizer = shard_inputs(job, config)
-    same = save_baseline_export(Baseline(config).state_dict(), config, tokenizer, str(tmp_path / "same"))
+    same = save_export(Baseline(config).state_dict(), config, str(tmp_path / "same"), tokenizer=tokenizer)
     other_vocab = BPETokenizer.train(["a different corpus, a different vocabulary"] * 3, vocab_size=tokenizer.vocab_size)
-    other = save_baseline_export(Baseline(config).state_dict(), config, other_vocab, str(tmp_path / "other"))
+    other = save_export(Baseline(config).state_dict(), config, str(tmp_path / "other"), tokenizer=other_vocab)
     hat = save_export(HAT(TINY).state_dict(), TINY, str(tmp_path / "hat"))
 
     assert isinstance(build_model(job.model_copy(update={"init_from": same}), config, tokenizer, True), Baseline)
@@ -120,7 +120,7 @@ def test_an_init_from_export_of_another_family_is_refused_before_ray_starts(shar
 
     config = BaselineConfig.from_name("tiny")
     tokenizer = BPETokenizer.train(["a small vocabulary for a small test"] * 3, vocab_size=config.vocab_size)
-    export = save_baseline_export(Baseline(config).state_dict(), config, tokenizer, str(tmp_path / "bpe"))
+    export = save_export(Baseline(config).state_dict(), config, str(tmp_path / "bpe"), tokenizer=tokenizer)
     job = TrainJob.model_validate({"name": "t", "storage": str(tmp_path / "runs"), "data": {"shards": shards_a},
                                    "steps": 1, "init_from": export})  # fmt: skip
     with pytest.raises(ValueError, match=f"init_from {export} is a baseline export, but model.family is hat"):

@@ -15,8 +15,8 @@ import torch
 from hierpt.cli import main as cli
 from hierpt.data.loader import DeterministicLoader, word_batch
 from hierpt.data.shards import read_manifest
-from hierpt.model.baseline import Baseline, load_baseline_export
-from hierpt.model.export import load_export
+from hierpt.model.baseline import Baseline
+from hierpt.model.export import load_any_export, load_export
 from hierpt.model.hat import HAT
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
@@ -207,7 +207,7 @@ def test_the_baseline_trains_on_token_shards_through_the_same_path_resumes_exact
     assert_global_order(trace, 6, read_manifest(token_shards).total_rows)
     assert 0 < summary["final_bits_per_byte"] < 9
 
-    exported, tokenizer = load_baseline_export(str(tmp_path / "export"))
+    exported, tokenizer = load_any_export(str(tmp_path / "export"))
     manifest = read_manifest(token_shards)
     assert tokenizer.sha256() == manifest.tokens.tokenizer_sha256
     loader = DeterministicLoader(token_shards, 7, GLOBAL_BATCH, 1, 0, 1, tokenizer.batch)

@@ -24,7 +24,7 @@ import math
 import time
 from collections import Counter
 
-from hierpt.data.bpe import BPETokenizer
+from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
 from hierpt.data.parts import EXAMPLES_PER_REASON, PART_CHUNK_BYTES, PART_GROUP_BYTES, FileResult, peak_rss_mb, write_part
 from hierpt.data.prep.dedup import bucket_count, bucket_items, find_duplicates, write_chunk_list
 from hierpt.data.prep.pack import pack_unit
@@ -35,9 +35,8 @@ from hierpt.data.shards import LanguageStats, Manifest, ShardFile, TokenShards, 
 from hierpt.data.sources import InputFile, list_inputs
 from hierpt.splitting import SPLITTER_NAME, splitter_version
 
-__all__ = ["TOKENIZER", "WORK", "prepare", "summary_table"]
+__all__ = ["WORK", "prepare", "summary_table"]
 
-TOKENIZER = "tokenizer.json"  # of a token shard set, beside its manifest
 PARQUET_SPLIT_BYTES = 128 << 20  # a larger Parquet input is split into byte ranges, one split task each
 
 
@@ -109,9 +108,9 @@ def _prepare(
         started = time.monotonic()
         tokenizer = given_tokenizer or _trained_tokenizer(recipe, tokens, chunks, buckets, output_url, workers)
         if given_tokenizer is not None:
-            tokenizer.save(f"{output_url}/{TOKENIZER}")
+            tokenizer.save(f"{output_url}/{TOKENIZER_FILE}")
         token_shards = TokenShards(
-            tokenizer=TOKENIZER, tokenizer_sha256=tokenizer.sha256(), vocab_size=tokenizer.vocab_size,
+            tokenizer=TOKENIZER_FILE, tokenizer_sha256=tokenizer.sha256(), vocab_size=tokenizer.vocab_size,
             seq_tokens=tokens.seq_tokens,
         )  # fmt: skip
         timings["tokenizer"] = {"seconds": time.monotonic() - started}
@@ -205,7 +204,8 @@ def pack_items(
                         "position": positions[source.lang], "lang": source.lang, "seed": recipe.seed,
                         "bytes": result.chunk_bytes[chunk], "seq_words": recipe.seq_words,
                         "rows_per_shard": recipe.rows_per_shard, "output": output_url,
-                        "tokens": None if tokens is None else {"tokenizer": TOKENIZER, "seq_tokens": tokens.seq_tokens},
+                        "tokens": None if tokens is None
+                        else {"tokenizer": TOKENIZER_FILE, "seq_tokens": tokens.seq_tokens},
                     })  # fmt: skip
                     positions[source.lang] += 1
     return items
@@ -267,11 +267,11 @@ def _trained_tokenizer(
     """Train on a seeded sample of the kept documents (about `train_bytes`), or reuse the tokenizer an
     interrupted run of this recipe already trained (BPE training is not guaranteed to repeat bit for bit)."""
     fs, root = output_fs(output_url)
-    if fs.exists(f"{root}/{TOKENIZER}"):
+    if fs.exists(f"{root}/{TOKENIZER_FILE}"):
         try:
-            return BPETokenizer.load(f"{output_url}/{TOKENIZER}")
+            return BPETokenizer.load(f"{output_url}/{TOKENIZER_FILE}")
         except ValueError:
-            log(f"prep: {output_url}/{TOKENIZER} is torn; training it again")
+            log(f"prep: {output_url}/{TOKENIZER_FILE} is torn; training it again")
     started = time.monotonic()
     items = [{**c, "buckets": buckets} for c in sample_items(chunks, recipe.seed, tokens.train_bytes)]
     by_id = {r["id"]: r["texts"] for r in map_items(items, sample_texts, workers)}
@@ -284,7 +284,7 @@ def _trained_tokenizer(
             size += len(text.encode())
     sampled = time.monotonic()
     tokenizer = BPETokenizer.train(texts, tokens.vocab_size, tokens.min_frequency)
-    tokenizer.save(f"{output_url}/{TOKENIZER}")
+    tokenizer.save(f"{output_url}/{TOKENIZER_FILE}")
     log(
         f"prep: sampled {size / 1e6:,.1f} MB of text from {len(items)} chunks in {sampled - started:.1f}s, "
         f"trained a {tokenizer.vocab_size}-id BPE tokenizer in {time.monotonic() - sampled:.1f}s"
