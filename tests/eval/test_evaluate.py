@@ -230,4 +230,4 @@ def test_bad_input_gets_one_line_naming_the_problem(tmp_path, hat_export, capsys
 def test_missing_checkpoint_is_a_clear_error(tmp_path, eval_jsonl, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--checkpoint", str(tmp_path / "nothing"), "--text", eval_jsonl, "--json"])
-    assert "is not a complete hierpt export" in capsys.readouterr().err
+    assert "no such export, checkpoint or run directory" in capsys.readouterr().err

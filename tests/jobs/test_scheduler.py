@@ -20,6 +20,11 @@ pytestmark = pytest.mark.integration
 TINY = HATConfig.from_name("tiny")
 
 
+def attempt_history(store: Store, job_id: str) -> list:
+    """The job's submission rows, first attempt first (`<job>-a<n>` for every attempt so far)."""
+    return [store.submission(f"{job_id}-a{n}") for n in range(store.job(job_id).attempts + 1)]
+
+
 def wait_for(condition, scheduler: Scheduler, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -96,13 +101,13 @@ def test_stopped_run_is_resubmitted_resumes_and_every_checkpoint_is_evaluated_on
 
     train = store.job(job_id)
     assert train.state == "succeeded" and train.attempts == 1
-    assert [s["ray_status"] for s in store.submissions(job_id)] == ["STOPPED", "SUCCEEDED"]
+    assert [s["ray_status"] for s in attempt_history(store, job_id)] == ["STOPPED", "SUCCEEDED"]
     summary = json.loads(second.client.get_job_logs("train-a1").strip().splitlines()[-1])
     assert summary["steps"] == 12 and summary["resumed_from_step"] >= 4
 
     failed = store.job(broken_id)
     assert failed.state == "failed" and failed.attempts == 0  # its own error: never resubmitted
-    assert [s["ray_status"] for s in store.submissions(broken_id)] == ["FAILED"]
+    assert [s["ray_status"] for s in attempt_history(store, broken_id)] == ["FAILED"]
 
     steps = [step for step, _ in committed_checkpoints(pretrain.run_url)]
     evals = store.jobs(kind="eval")
@@ -186,6 +191,6 @@ def test_a_job_lost_in_a_cluster_restart_is_resubmitted_and_a_cluster_that_is_do
         wait_for(lambda: restarted.store.job("lost").state == "failed", restarted, 180, "the resubmitted job to end")
         job = restarted.store.job("lost")
         assert job.attempts == 1 and "no-such-export" in job.message  # resubmitted, then failed by its own error
-        assert [s["ray_status"] for s in restarted.store.submissions("lost")] == ["LOST", "FAILED"]
+        assert [s["ray_status"] for s in attempt_history(restarted.store, "lost")] == ["LOST", "FAILED"]
     finally:
         local_cluster("stop", env)

@@ -46,7 +46,7 @@ def test_generate_cli_reports_a_missing_export_in_one_line(tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "not a complete hierpt export" in result.stderr
+    assert result.stderr.count("\n") == 1 and "no such export, checkpoint or run directory" in result.stderr
 
 
 def test_a_baseline_export_is_refused_by_the_hat_loader_in_one_line(tmp_path):

@@ -24,6 +24,7 @@ from hierpt.jobs.scheduler import Scheduler, connect
 from hierpt.jobs.specs import parse_spec
 from hierpt.jobs.store import ACTIVE, Store
 from hierpt.train.run import train
+from tests.jobs.test_scheduler import attempt_history
 from tests.jobs.test_scheduler import wait_for as tick_until
 from tests.train.test_run import assert_global_order, assert_reexecuted_steps_match, make_job, read_trace
 
@@ -101,7 +102,13 @@ def test_a_drained_node_gets_a_just_in_time_checkpoint_and_the_run_shrinks_then_
 
     regrown = [l for l in trace if l["world_size"] == 2 and l["time"] > added]
     assert regrown and max(l["step"] for l in trace) == STEPS - 1
-    assert_reexecuted_steps_match(trace)  # a step run again at the same world size is bit-exact
+    # a step run again at the same world size from the same history is bit-exact; a regrown group that resumed
+    # from a checkpoint the survivor wrote has world-size-1 steps behind it, so its repeats of steps the doomed
+    # group ran differ by rounding (seen: step 12 at 2 workers, 3.495402991771698 vs 3.4954031109809875) and are
+    # held to the tolerance against the steady run below
+    assert_reexecuted_steps_match(
+        [l for l in trace if not (l["world_size"] == 2 and (l["resumed_from"] or 0) > resumed_on_one)]
+    )
     final = last_executions(trace)
     assert_global_order(final, STEPS, read_manifest(shards_a).total_rows)  # no sample skipped or repeated
 
@@ -196,7 +203,7 @@ def test_a_job_whose_driver_node_is_reclaimed_is_resubmitted_under_its_run_name_
 
     store = scheduler.store
     finished = store.job("spot")
-    submissions = [dict(s) for s in store.submissions("spot")]
+    submissions = [dict(s) for s in attempt_history(store, "spot")]
     assert finished.state == "succeeded" and finished.attempts == 1, (finished, submissions)
     assert [s["ray_status"] for s in submissions] == ["FAILED", "SUCCEEDED"], submissions
     assert "died" in submissions[0]["message"], submissions[0]  # Ray's word for the lost driver, not an exit code
