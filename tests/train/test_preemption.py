@@ -163,7 +163,7 @@ def test_a_run_that_keeps_crashing_stops_after_max_failures(ray_local, shards_a,
 def test_a_job_whose_driver_node_is_reclaimed_is_resubmitted_under_its_run_name_and_resumes(
     multinode, s3, shards_a, tmp_path
 ):
-    """Ray never reruns a job whose driver went with its node (ray_deepspeed_notes.md §1.7); the scheduler does, and
+    """Ray never reruns a job whose driver went with its node; the scheduler does, and
     the run resumes from its latest committed checkpoint. The job asks for a CPU, so its driver runs on a worker
     node (the head has none), its one training worker on another, and a third node stands by for the resubmitted
     driver. The trainer is frozen (SIGSTOP) once past its first checkpoint, so however fast or loaded the machine,
