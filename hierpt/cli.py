@@ -162,7 +162,8 @@ def _scheduler(args: argparse.Namespace):
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")  # as `ray job`
     if address and address != "auto":
         check_answers(address)  # seconds, not Ray's 30 s GCS wait and its C++ warnings
-    return Scheduler(Store(args.db), connect(address), entrypoint=args.entrypoint)
+    store = Store(args.db, create=args.action in ("submit", "watch"))  # the others act on recorded jobs only
+    return Scheduler(store, connect(address), entrypoint=args.entrypoint)
 
 
 def _jobs(args: argparse.Namespace) -> None:
@@ -176,7 +177,7 @@ def _jobs(args: argparse.Namespace) -> None:
     if args.overrides and args.action != "submit":
         raise ValueError(f"--set changes the spec of jobs submit, not of jobs {args.action}")
     if args.action == "results":
-        store = Store(args.db)
+        store = Store(args.db, create=False)
         rows = store.results(args.target)
         runs = sorted({job.run_name for job in store.jobs() if job.run_name})
         if not rows and args.target not in runs:
@@ -186,10 +187,10 @@ def _jobs(args: argparse.Namespace) -> None:
             print(f"wrote {results.plot(rows, args.target, args.plot or f'{args.target}-evals.png')}")
         return
     if args.action == "list":
-        for job in Store(args.db).jobs():
+        for job in Store(args.db, create=False).jobs():
             print(f"{job.job_id:<44} {job.kind:<19} {job.state:<10} attempts={job.attempts:<3} {job.message[:80]}")
         return
-    recorded = Store(args.db).job(args.target) if args.action in ("status", "logs", "cancel") else None
+    recorded = Store(args.db, create=False).job(args.target) if args.action in ("status", "logs", "cancel") else None
     # bad input (the spec and its --set) is named before Ray is asked
     spec = load_spec(args.target, args.overrides) if args.action == "submit" else None
     try:

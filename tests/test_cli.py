@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hierpt import cli as cli_module
 from hierpt.cli import main as cli
 from hierpt.data.bpe import BPETokenizer
+from hierpt.jobs.store import Store
 from hierpt.model.compute_match import TOLERANCE
 from hierpt.splitting import split_words
 
@@ -42,7 +43,9 @@ def assert_one_line(code: int, err: str, *needles: str) -> None:
         (["export", "no/such/run", "--output", "out"], ["no/such/run", "neither a hierpt checkpoint"]),
         (["train", "spec.yaml", "--name", "../../escaped"], ["name", "not a run name"]),
         (["jobs", "status"], ["jobs status needs a job id"]),
-        (["jobs", "results", "no-such-run"], ["no run 'no-such-run' in hierpt-scheduler.db (runs there: none)"]),
+        (["jobs", "results", "no-such-run"], ["no scheduler database at hierpt-scheduler.db"]),
+        (["jobs", "status", "some-job", "--db", "typo.db"], ["no scheduler database at typo.db", "--db"]),
+        (["jobs", "list"], ["no scheduler database at hierpt-scheduler.db"]),
         (["jobs", "submit", "spec.yaml", "--address", "http://127.0.0.1:1"], ["cannot reach the Ray cluster at http://"]),
         (["eval", "--checkpoint", ".", "--text", "t"], [".: not a hierpt export (no config.json), checkpoint or run"]),
         (["jobs", "frobnicate"], ["action", "invalid choice"]),
@@ -65,6 +68,13 @@ def test_the_issues_probes_are_one_line_errors(argv, needles, capsys, tmp_path, 
     code, err = run_cli(capsys, argv)
     assert_one_line(code, err, *needles)
     assert "planted" not in err
+    assert not list(tmp_path.glob("*.db")), "a refused command leaves no database behind"
+
+
+def test_results_of_an_unknown_run_names_the_runs_the_database_holds(capsys, tmp_path):
+    Store(tmp_path / "s.db").add_job("train-a", "pretrain", {}, run_name="run-a")
+    code, err = run_cli(capsys, ["jobs", "results", "no-such-run", "--db", str(tmp_path / "s.db")])
+    assert_one_line(code, err, "no run 'no-such-run'", "(runs there: run-a)")
 
 
 @pytest.mark.parametrize("text", ["kind: pretrain\nname: [unclosed\n", "{{{", "kind: pretrain\n  bad indent: x\n y: z"])
@@ -91,7 +101,6 @@ def test_an_unexpected_error_is_one_line_and_verbose_adds_the_traceback(capsys, 
 def test_set_overrides_reach_the_spec_a_submitted_job_runs(capsys, tmp_path, monkeypatch):
     """`jobs submit --set` changes what the cluster runs: the --spec-json of the job Ray is sent."""
     from hierpt.jobs.scheduler import Scheduler
-    from hierpt.jobs.store import Store
 
     class Cluster:  # a Jobs API that accepts everything and knows no earlier submission
         entrypoints = []

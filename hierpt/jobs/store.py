@@ -72,7 +72,13 @@ class Job:
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
+        """`create=False` for commands that only read or act on recorded jobs: a mistyped `--db` is then one
+        line instead of a new empty database that answers "no such job"."""
+        if not create and not Path(path).is_file():
+            raise FileNotFoundError(
+                f"no scheduler database at {path} (`hierpt jobs submit` creates it; --db or HIERPT_SCHEDULER_DB names another)"
+            )
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
