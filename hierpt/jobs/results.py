@@ -48,8 +48,11 @@ def plot(results: list[tuple[int, dict]], run_name: str, url: str) -> str:
         plots.step_axis(axis, steps)
         axis.set_ylabel(f"held-out {plots.metric_label(metric)}")
         axis.set_title(plots.metric_name(metric).capitalize())
-    axes[0][-1].yaxis.set_major_formatter(PercentFormatter(1.0))  # word accuracy, a fraction
-    plots.legend_outside(axes[0][-1], title="language")
+    accuracy = axes[0][-1]
+    accuracy.yaxis.set_major_formatter(PercentFormatter(1.0))  # a fraction
+    top = accuracy.get_ylim()[1]
+    accuracy.set_ylim(-0.02 * top, top)  # no negative accuracy on the axis; a line at 0% stays visible
+    plots.legend_outside(accuracy, title="language")
     figure.suptitle(f"{run_name}: held-out evaluation of each checkpoint")
     return plots.save(figure, url)
 

@@ -39,6 +39,7 @@ def test_the_plot_draws_step_0_all_in_bold_and_labels_the_languages_outside_the_
     assert bits.get_ylabel() == "held-out bits/byte (lower is better)"
     assert accuracy.get_ylabel() == "held-out word accuracy (higher is better)"
     assert accuracy.yaxis.get_major_formatter()(0.25, 0) in ("25%", "25.0%")  # a fraction, shown in percent
+    assert all(tick >= 0 for tick in accuracy.get_yticks() if accuracy.get_ylim()[0] <= tick)
     lines = {line.get_label(): line for line in bits.get_lines()}
     assert lines["all"].get_color() == "black" and lines["all"].get_linewidth() > lines["en"].get_linewidth()
     legend = accuracy.get_legend()
