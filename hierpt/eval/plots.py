@@ -64,7 +64,7 @@ def step_axis(axis, steps: Sequence[int]) -> None:
         axis.set_xticks(sorted(set(steps)))
     else:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlim(left=0)
+    axis.set_xlim(left=-0.03 * max(steps, default=1))  # step 0's marker clear of the axis line
     axis.set_xlabel("step")
 
 

@@ -67,7 +67,7 @@ def test_heldout_vs_step_starts_at_step_0_with_the_evaluated_steps_as_ticks(figu
 
     write_plots(side("hat", [6.0, 3.0, 1.9]), side("bpe", [6.5, 4.0, 2.5]), tmp_path, {"fi": 2.0})
     (axis,) = figures["heldout_vs_step.png"].axes
-    assert list(axis.get_xticks()) == [0, 25, 50] and axis.get_xlim()[0] == 0
+    assert list(axis.get_xticks()) == [0, 25, 50] and -2 < axis.get_xlim()[0] < 0
     assert axis.get_xlabel() == "step" and axis.get_ylabel() == "held-out bits/byte (lower is better)"
     assert [t.get_text() for t in axis.get_legend().get_texts()] == ["hat: fi", "bpe: fi", "fi target (2)"]
     assert legend_is_outside(axis)
