@@ -34,12 +34,16 @@ need_ray() {
 }
 # A node's processes: its process group and every descendant. Ray gives each worker, and a job's driver, a process
 # group of its own, so a kill of the group alone leaves them training (and committing checkpoints) for seconds.
-# The group is stopped first, so that nothing it forks escapes the list; the list grows until nothing new appears.
+# Each listed process is frozen (SIGSTOP) and the list taken again until it stops growing, so nothing forks past
+# it; then all are killed at once.
 group_and_descendants() {
   ps -e -o pid=,ppid=,pgid= | awk -v group="$1" '
     { parent[$1] = $2; if ($3 == group) found[$1] = 1 }
     END {
-      do { added = 0; for (pid in parent) if (!(pid in found) && (parent[pid] in found)) { found[pid] = 1; added = 1 } } while (added)
+      do {
+        added = 0
+        for (pid in parent) if (!(pid in found) && (parent[pid] in found)) { found[pid] = 1; added = 1 }
+      } while (added)
       for (pid in found) print pid
     }'
 }
