@@ -29,6 +29,12 @@ PERTURBATION_LABELS = {
 ALL_STYLE = {"color": "black", "linewidth": 2.5, "zorder": 3}  # `all` over the per-language lines
 
 
+def language_colors(langs) -> dict[str, str]:
+    """A colour per language by its place in the sorted names, so it keeps its colour from run to run."""
+    cycle = pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    return {lang: cycle[i % len(cycle)] for i, lang in enumerate(sorted(set(langs) - {ALL}))}
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend: reports are written on machines without a display."""
     import matplotlib

@@ -30,19 +30,21 @@ def table(results: list[tuple[int, dict]]) -> str:
 
 
 def plot(results: list[tuple[int, dict]], run_name: str, url: str) -> str:
-    """Bits/byte and word accuracy per language over the evaluated steps, `all` in bold black; the legend lists
-    the languages top to bottom as their last bits/byte. Step 0, where a run has it, is the continued run's
-    starting point (a run trained from scratch has no step-0 eval: its random init is not evaluated)."""
+    """Bits/byte and word accuracy per language over the evaluated steps, `all` in bold black, a language in the
+    same colour in every run's plot; the legend lists the languages top to bottom as their last bits/byte. Step
+    0, where a run has it, is the continued run's starting point (a run trained from scratch has no step-0 eval:
+    its random init is not evaluated)."""
     from matplotlib.ticker import PercentFormatter
 
     plt = pyplot()
     figure, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4), squeeze=False)
     steps = [step for step, _ in results]
     last = results[-1][1].get("bits_per_byte", {})
+    colors = plots.language_colors({lang for _, r in results for m in METRICS for lang in r.get(m, {})})
     for axis, metric in zip(axes[0], METRICS, strict=True):
         langs = {lang for _, r in results for lang in r.get(metric, {})}
         for lang in sorted(langs, key=lambda lang: (lang != plots.ALL, -last.get(lang, 0.0), lang)):
-            style = plots.ALL_STYLE if lang == plots.ALL else {"linewidth": 1.2}
+            style = plots.ALL_STYLE if lang == plots.ALL else {"linewidth": 1.2, "color": colors[lang]}
             values = [r.get(metric, {}).get(lang, float("nan")) for _, r in results]
             axis.plot(steps, values, marker="o", markersize=3, label=lang, **style)
         plots.step_axis(axis, steps)

@@ -2,6 +2,7 @@
 them in the run's folder."""
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 
 from hierpt.eval import plots
 from hierpt.jobs.results import plot, plot_url, table
@@ -42,6 +43,7 @@ def test_the_plot_draws_step_0_all_in_bold_and_labels_the_languages_outside_the_
     assert all(tick >= 0 for tick in accuracy.get_yticks() if accuracy.get_ylim()[0] <= tick)
     lines = {line.get_label(): line for line in bits.get_lines()}
     assert lines["all"].get_color() == "black" and lines["all"].get_linewidth() > lines["en"].get_linewidth()
+    assert [to_hex(lines[lang].get_color()) for lang in ("en", "fi")] == ["#1f77b4", "#ff7f0e"]  # by name, every run
     legend = accuracy.get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["all", "fi", "en"]  # then by last bits/byte, highest first
     renderer = FigureCanvasAgg(figures[0]).get_renderer()
