@@ -106,11 +106,15 @@ def grouped_bars(axis, groups: list[str], heights: dict[str, list[float | None]]
     ordered = sorted(groups, key=lambda group: group != ALL)  # stable: the other groups keep their order
     positions = [i + (0.5 if ordered[0] == ALL and i > 0 else 0.0) for i in range(len(ordered))]
     width = 0.8 / len(heights)
+    colors = pyplot().rcParams["axes.prop_cycle"].by_key()["color"]  # a series' colour whatever the others lack
     for i, (name, values) in enumerate(heights.items()):
+        if all(v is None for v in values):
+            axis.plot([], [], " ", label=f"{name}: not evaluated")
+            continue
         by_group = dict(zip(groups, values, strict=True))
         shown = [(x + (i - (len(heights) - 1) / 2) * width, by_group[g]) for x, g in zip(positions, ordered)]
         shown = [(x, v) for x, v in shown if v is not None]
-        bars = axis.bar([x for x, _ in shown], [v for _, v in shown], width, label=name)
+        bars = axis.bar([x for x, _ in shown], [v for _, v in shown], width, label=name, color=colors[i % len(colors)])
         axis.bar_label(bars, labels=[format(v, value_format) + unit for _, v in shown], fontsize=7, padding=1)
     axis.set_xticks(positions, [PERTURBATION_LABELS.get(g, g) for g in ordered])
     if ordered[0] == ALL:

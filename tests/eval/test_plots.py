@@ -89,3 +89,10 @@ def test_a_plot_is_written_to_any_fsspec_url(tmp_path):
     axis.plot([0, 1], [1, 0])
     url = plots.save(figure, f"file://{tmp_path}/deep/er/plot.png")
     assert (tmp_path / "deep" / "er" / "plot.png").read_bytes()[:4] == b"\x89PNG" and url.endswith("plot.png")
+
+
+def test_a_side_without_robustness_is_named_in_the_legend_not_drawn_in_the_others_colour(figures, tmp_path):
+    write_plots(Side("hat", result({"all": 2.0}, {"all_caps": 0.4})), Side("cont", result({"all": 3.0})), tmp_path)
+    (axis,) = figures["robustness.png"].axes
+    assert {t.get_text() for t in axis.get_legend().get_texts()} == {"hat", "cont: not evaluated"}
+    assert [len(c) for c in axis.containers] == [1]
