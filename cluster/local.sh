@@ -11,7 +11,8 @@
 # A multi-node cluster on one machine (spot drills: drain a node, kill it, add one back), all on 127.0.0.1:
 #   HIERPT_NUM_CPUS=0 cluster/local.sh start             # a head that runs no training workers
 #   cluster/local.sh add-node NAME [CPUS]                 # a worker node (own raylet), default 1 CPU
-#   cluster/local.sh kill-node NAME                       # the node vanishes, as a reclaimed spot VM does
+#   cluster/local.sh kill-node NAME                       # the node and all its processes vanish at once, as a
+#                                                         # reclaimed spot VM does
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # paths from the script's own place: it runs from any directory
 TEMP_DIR=${HIERPT_RAY_TEMP_DIR:-/tmp/hierpt-ray-$(id -u)}
@@ -30,6 +31,31 @@ need_ray() {
   [[ -n $RAY && -x $RAY ]] && return
   echo "no ray command: run \`make install\` in $(dirname "$HERE"), or set RAY=PATH" >&2
   exit 1
+}
+# A node's processes: its process group and every descendant. Ray gives each worker, and a job's driver, a process
+# group of its own, so a kill of the group alone leaves them training (and committing checkpoints) for seconds.
+# Each listed process is frozen (SIGSTOP) and the list taken again until it stops growing, so nothing forks past
+# it; then all are killed at once.
+group_and_descendants() {
+  ps -e -o pid=,ppid=,pgid= | awk -v group="$1" '
+    { parent[$1] = $2; if ($3 == group) found[$1] = 1 }
+    END {
+      do {
+        added = 0
+        for (pid in parent) if (!(pid in found) && (parent[pid] in found)) { found[pid] = 1; added = 1 }
+      } while (added)
+      for (pid in found) print pid
+    }'
+}
+kill_node_processes() {
+  local pids before=""
+  pids=$(group_and_descendants "$1" | sort -n)
+  while [[ $pids != "$before" ]]; do
+    before=$pids
+    kill -STOP $pids 2>/dev/null || true
+    pids=$(group_and_descendants "$1" | sort -n)
+  done
+  kill -KILL $pids 2>/dev/null || true
 }
 PGID_FILE="$TEMP_DIR/hierpt-cluster.pgid"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # bind to 127.0.0.1, not the host's routable address
@@ -77,17 +103,18 @@ case "${1:-}" in
     ;;
   kill-node)
     name=${2:?usage: $0 kill-node NAME}
-    kill -KILL -- "-$(cat "$TEMP_DIR/nodes/$name.pgid")" 2>/dev/null || true
+    [[ -f $TEMP_DIR/nodes/$name.pgid ]] || { echo "no node $name started from $TEMP_DIR" >&2; exit 2; }
+    kill_node_processes "$(cat "$TEMP_DIR/nodes/$name.pgid")"
     rm -f "$TEMP_DIR/nodes/$name.pgid"
     ;;
   stop)
     for node in "$TEMP_DIR"/nodes/*.pgid; do
-      [[ -f $node ]] && { kill -KILL -- "-$(cat "$node")" 2>/dev/null || true; rm -f "$node"; }
+      [[ -f $node ]] && { kill_node_processes "$(cat "$node")"; rm -f "$node"; }
     done
     [[ -f $PGID_FILE ]] || { echo "no cluster started from $TEMP_DIR"; exit 0; }
     kill -TERM -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
     for _ in {1..15}; do kill -0 -- "-$(cat "$PGID_FILE")" 2>/dev/null && sleep 0.2; done  # up to 3 s to exit
-    kill -KILL -- "-$(cat "$PGID_FILE")" 2>/dev/null || true
+    kill_node_processes "$(cat "$PGID_FILE")"
     rm -f "$PGID_FILE"
     echo "stopped"
     ;;

@@ -184,7 +184,7 @@ def _jobs(args: argparse.Namespace) -> None:
             raise ValueError(f"no run {args.target!r} in {args.db} (runs there: {', '.join(runs) or 'none'})")
         print(results.table(rows))
         if rows:
-            print(f"wrote {results.plot(rows, args.target, args.plot or f'{args.target}-evals.png')}")
+            print(f"wrote {results.plot(rows, args.target, args.plot or results.plot_url(store, args.target))}")
         return
     if args.action == "list":
         for job in Store(args.db, create=False).jobs():
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--until-idle", action="store_true", help="watch: return when no job is queued or running")
     jobs.add_argument("--give-up-after", type=_non_negative, default=900.0,
                       help="watch: stop (exit 1, jobs kept) when the cluster has not answered for this many seconds")  # fmt: skip
-    jobs.add_argument("--plot", help="results: PNG path (default RUN-evals.png)")
+    jobs.add_argument("--plot", help="results: PNG path or URL (default: evals.png in the run's folder)")
     _overrides(jobs)
     jobs.set_defaults(run=_jobs)
 

@@ -8,18 +8,25 @@ come from ``metrics.jsonl`` (one step per line with ``bytes_seen`` and ``bits_pe
 else the trainer's TensorBoard events under ``tensorboard/`` (``train/*`` scalars; bytes seen = running sum
 of bytes_per_s x step_seconds).
 
-Plots: the training curve against bytes seen (bits/byte is comparable between HAT and baseline, their
-losses are not), bits/byte per language, robustness per perturbation, and held-out bits/byte against steps
-for series. With targets (language -> bits/byte), the report adds the steps each side needed to reach them
-and the other languages' forgetting: their bits/byte at the last evaluation against the first (step 0 when
-the eval job evaluated the starting point, `init_from`).
+Plots (conventions in `hierpt.eval.plots`): the training curve against bytes seen (bits/byte is comparable
+between HAT and baseline, their losses are not; every step faint, a running mean bold), bits/byte per language,
+robustness per perturbation (on a log axis when one perturbation dwarfs the rest), and held-out bits/byte
+against steps for series, from step 0 where the series has it (a continued run's starting point). With targets
+(language -> bits/byte), the report adds the steps each side needed to reach them and the other languages'
+forgetting: their bits/byte at the last evaluation against the first (step 0 when the eval job evaluated the
+starting point, `init_from`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hierpt.eval import plots
+from hierpt.eval.plots import pyplot
 
 EVAL_FILE = "eval.json"
 SERIES_DIR = "evals"
@@ -28,6 +35,7 @@ TENSORBOARD_DIR = "tensorboard"
 BYTES_SEEN = "bytes_seen"
 CURVE_KEYS = ("bits_per_byte", "loss")  # the first one both runs log is plotted
 COMPRESSION_RATIOS = (".bytes_per_word", ".bytes_per_token")  # compared; the raw counts are not
+CURVE_SMOOTHING = 25  # the training curve's running mean spans 1/25 of its steps: per-step values are noisy
 
 
 @dataclass(frozen=True)
@@ -149,16 +157,6 @@ def cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend: reports are written on machines without a display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def format_table(a: Side, b: Side) -> str:
     """Metric | A | B | B/A, one metric per line; '-' where a side lacks the metric."""
     rows = comparison_rows(a, b)
@@ -232,62 +230,72 @@ def _steps(step: int | None) -> str:
     return "-" if step is None else str(step)
 
 
-def _bars(axis, groups: list[str], sides: list[Side], values: list[list[float]]) -> None:
-    width = 0.8 / len(sides)
-    for i, (side, heights) in enumerate(zip(sides, values)):
-        axis.bar([g + i * width for g in range(len(groups))], heights, width, label=side.name)
-    axis.set_xticks([g + width * (len(sides) - 1) / 2 for g in range(len(groups))], groups)
-    axis.legend()
+def _running_mean(values: list[float], window: int) -> list[float]:
+    """Each value's mean with the `window - 1` before it (fewer at the start)."""
+    return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
 
 
 def write_plots(a: Side, b: Side, output: Path, targets: dict[str, float] | None = None) -> list[Path]:
-    """The PNGs both sides have data for; returns their paths."""
+    """The PNGs both sides have data for; returns their paths. Conventions in `hierpt.eval.plots`."""
     plt = pyplot()
-    output.mkdir(parents=True, exist_ok=True)
     sides, written = [a, b], []
 
     def save(figure, name: str) -> None:
-        figure.tight_layout()
-        figure.savefig(output / name, dpi=100)
-        plt.close(figure)
-        written.append(output / name)
+        written.append(Path(plots.save(figure, str(output / name))))
 
     curve_key = next((k for k in CURVE_KEYS if all(any(k in m for m in s.metrics) for s in sides)), None)
     if curve_key:
-        figure, axis = plt.subplots(figsize=(6, 4))
+        figure, axis = plt.subplots(figsize=(7, 4))
         for side in sides:
             points = [(m[BYTES_SEEN], m[curve_key]) for m in side.metrics if BYTES_SEEN in m and curve_key in m]
-            axis.plot([p[0] for p in points], [p[1] for p in points], label=side.name)
-        axis.set(xlabel="bytes seen", ylabel=curve_key, title=f"training {curve_key} vs bytes seen")
-        axis.legend()
+            seen, values = [p[0] for p in points], [p[1] for p in points]
+            window = max(1, len(values) // CURVE_SMOOTHING)
+            (line,) = axis.plot(seen, values, linewidth=0.8, alpha=0.3)
+            label = side.name if window == 1 else f"{side.name} (mean of {window} steps)"
+            axis.plot(seen, _running_mean(values, window), color=line.get_color(), linewidth=2, label=label)
+        plots.byte_axis(axis)
+        axis.set(xlabel="bytes seen", ylabel=f"training {plots.metric_label(curve_key)}",
+                 title=f"Training {plots.metric_name(curve_key)} vs bytes seen (faint: every step)")  # fmt: skip
+        plots.legend_outside(axis)
         save(figure, "loss_vs_bytes.png")
 
     if all(s.result for s in sides):
         langs = sorted(set(a.result["bits_per_byte"]) | set(b.result["bits_per_byte"]))
-        figure, axis = plt.subplots(figsize=(6, 4))
-        _bars(axis, langs, sides, [[s.result["bits_per_byte"].get(lang, 0.0) for lang in langs] for s in sides])
-        axis.set(ylabel="bits per byte", title="bits/byte per language")
+        figure, axis = plt.subplots(figsize=(8, 4))
+        heights = {s.name: [s.result["bits_per_byte"].get(lang) for lang in langs] for s in sides}
+        plots.grouped_bars(axis, langs, heights, ".2f")
+        axis.set(ylabel=f"held-out {plots.metric_label('bits_per_byte')}", title="Held-out bits/byte per language")
         save(figure, "bits_per_byte.png")
 
         kinds = sorted(set(a.result.get("robustness", {})) | set(b.result.get("robustness", {})))
         if kinds:
-            figure, axis = plt.subplots(figsize=(6, 4))
-            heights = [[s.result.get("robustness", {}).get(k, {}).get("all", 0.0) for k in kinds] for s in sides]
-            _bars(axis, kinds, sides, heights)
-            axis.set(ylabel="relative bits/byte increase", title="robustness (all languages)")
+            figure, axis = plt.subplots(figsize=(8, 4))
+            increases = [[s.result.get("robustness", {}).get(k, {}).get(plots.ALL) for k in kinds] for s in sides]
+            in_percent = {s.name: [None if v is None else 100 * v for v in row] for s, row in zip(sides, increases)}
+            scale = plots.grouped_bars(axis, kinds, in_percent, "+.1f", "%")
+            axis.axhline(0, color="black", linewidth=0.8)
+            plots.percent_axis(axis)
+            note = ", log scale" if scale != "linear" else ""
+            axis.set(ylabel="bits/byte increase over clean text\n(lower is better)",
+                     title=f"Robustness: perturbed held-out text, all languages{note}")  # fmt: skip
             save(figure, "robustness.png")
 
     if all(len(s.series) > 1 for s in sides):
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for side in sides:
-            for lang in sorted(targets or {}) or ["all"]:
+        figure, axis = plt.subplots(figsize=(7, 4))
+        langs = sorted(targets or {}) or [plots.ALL]
+        steps = [r.get("step") or 0 for side in sides for r in side.series]
+        for side, color in zip(sides, plt.rcParams["axes.prop_cycle"].by_key()["color"]):  # as in the bar plots
+            for lang, linestyle in zip(langs, itertools.cycle(("-", "--", "-.", ":"))):
                 points = [(r.get("step") or 0, r["bits_per_byte"].get(lang)) for r in side.series]
                 points = [p for p in points if p[1] is not None]
-                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{side.name} {lang}")
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle=linestyle,
+                          color=color, label=f"{side.name}: {lang}")  # fmt: skip
         for lang, target in sorted((targets or {}).items()):
-            axis.axhline(target, linestyle=":", color="gray")
-        axis.set(xlabel="step", ylabel="held-out bits per byte", title="held-out bits/byte during training")
-        axis.legend()
+            axis.axhline(target, linestyle=":", color="gray", label=f"{lang} target ({target:g})")
+        plots.step_axis(axis, steps)
+        axis.set(ylabel=f"held-out {plots.metric_label('bits_per_byte')}",
+                 title="Held-out bits/byte per evaluated checkpoint")  # fmt: skip
+        plots.legend_outside(axis)
         save(figure, "heldout_vs_step.png")
     return written
 

@@ -203,14 +203,19 @@ class Scheduler:
     def _queue_checkpoint_evals(self) -> None:
         """One eval job per committed checkpoint of every training job launched here that asks for evals.
 
-        A run is watched while it is active and scanned once more after it ends, for its last checkpoint.
+        A run is watched while it is active and scanned once more after it ends, for its last checkpoint. A
+        continued run's starting point (`init_from`) is evaluated as its step 0: the reference its plots and its
+        forgetting start from.
         """
         for job in self.store.jobs(kind=None):
             if job.kind not in TRAINING or not job.spec.get("evaluate") or job.evals_queued:
                 continue
             settings = job.spec["evaluate"]
             run_url = f"{job.spec['storage'].rstrip('/')}/{job.spec['name']}"
-            for step, checkpoint in committed_checkpoints(run_url):
+            checkpoints = committed_checkpoints(run_url)
+            if job.spec.get("init_from"):
+                checkpoints = [(0, job.spec["init_from"]), *checkpoints]
+            for step, checkpoint in checkpoints:
                 spec = EvalJob(
                     kind="eval",
                     checkpoint=checkpoint,

@@ -1,10 +1,13 @@
 """cluster/local.sh as the README uses it: default ports that Ray accepts, from any working directory."""
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -69,3 +72,38 @@ def test_start_with_default_ports_outside_the_repo_serves_the_jobs_api(tmp_path)
     finally:
         subprocess.run([LOCAL_SH, "stop"], env=env, cwd=tmp_path, capture_output=True, timeout=60)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running or stopped; a zombie (killed, not yet reaped by its parent) counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_kill_node_kills_the_processes_that_left_the_nodes_process_group(tmp_path):
+    """A stand-in node (no Ray): a process group whose child made a group of its own, as Ray's workers and job
+    drivers do, and a grandchild in that group. `kill-node` leaves none of them."""
+    script = "setsid bash -c 'sleep 300 & echo $! > worker; wait' & sleep 300 & echo $! > raylet; wait"
+    node = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, start_new_session=True)
+    (tmp_path / "nodes").mkdir()
+    (tmp_path / "nodes" / "w1.pgid").write_text(f"{node.pid}\n")
+    while not ((tmp_path / "worker").is_file() and (tmp_path / "raylet").is_file()):
+        time.sleep(0.05)
+    worker, raylet = (int((tmp_path / name).read_text()) for name in ("worker", "raylet"))
+    assert os.getpgid(worker) != node.pid and _alive(worker)
+    try:
+        done = subprocess.run([LOCAL_SH, "kill-node", "w1"], env=_env(str(tmp_path)), capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        node.wait(timeout=10)
+        assert not _alive(worker) and not _alive(raylet)
+        assert not (tmp_path / "nodes" / "w1.pgid").exists()
+        again = subprocess.run([LOCAL_SH, "kill-node", "w1"], env=_env(str(tmp_path)), capture_output=True, text=True,
+                               timeout=30)  # fmt: skip
+        assert again.returncode == 2 and again.stderr.strip() == f"no node w1 started from {tmp_path}"
+    finally:
+        for pid in (worker, raylet, node.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

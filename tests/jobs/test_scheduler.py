@@ -194,3 +194,18 @@ def test_a_job_lost_in_a_cluster_restart_is_resubmitted_and_a_cluster_that_is_do
         assert [s["ray_status"] for s in attempt_history(restarted.store, "lost")] == ["LOST", "FAILED"]
     finally:
         local_cluster("stop", env)
+
+
+def test_a_continued_runs_starting_point_is_evaluated_as_step_0(tmp_path):
+    """No cluster needed: the eval jobs a tick would queue for a continued run before its first checkpoint."""
+    spec = parse_spec({
+        "kind": "continued_pretrain", "name": "cont", "storage": str(tmp_path / "runs"),
+        "init_from": str(tmp_path / "runs" / "base"), "data": {"shards": str(tmp_path / "shards")}, "steps": 10,
+        "evaluate": {"text": str(tmp_path / "heldout.jsonl")},
+    })  # fmt: skip
+    scheduler = Scheduler(Store(tmp_path / "s.db"), client=None)
+    scheduler.store.add_job("cont", spec.kind, spec.model_dump(mode="json"), spec.name)
+    scheduler._queue_checkpoint_evals()
+    (evaluation,) = scheduler.store.jobs(kind="eval")
+    assert (evaluation.step, evaluation.checkpoint) == (0, str(tmp_path / "runs" / "base"))
+    assert evaluation.spec["output"] == f"{tmp_path}/runs/cont/evals/step-00000000"
