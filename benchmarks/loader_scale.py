@@ -143,8 +143,9 @@ def scan(url: str, manifest, to_python: bool) -> dict:
     return {"rows_per_s": count / seconds, "seconds": seconds, "peak_rss": rss.above_start}
 
 
-def consumed_bytes(url: str, manifest, rows_consumed) -> float:
-    """Each consumed row's share of its row group's compressed sequence column."""
+def consumed_bytes(url: str, manifest, rows_consumed) -> tuple[float, int]:
+    """Each consumed row's share of its row group's compressed sequence column, summed; and the number of row
+    groups the rows come from."""
     import numpy as np
 
     from hierpt.data.row_groups import ShardRows
@@ -156,7 +157,7 @@ def consumed_bytes(url: str, manifest, rows_consumed) -> float:
     for (file_index, group), count in zip(pairs.tolist(), counts.tolist()):
         meta = reader.footer(file_index).metadata.row_group(group)
         total += meta.column(0).total_compressed_size * count / meta.num_rows
-    return total
+    return total, len(pairs)
 
 
 def run_loader(url: str, manifest, world_size: int, rank: int, global_batch: int, cache_bytes: int, steps: int) -> dict:
@@ -172,10 +173,12 @@ def run_loader(url: str, manifest, world_size: int, rank: int, global_batch: int
                 consumed += micro.rows
     seconds = time.perf_counter() - start
     loader.close()
-    used = consumed_bytes(url, manifest, consumed)
+    used, groups_consumed = consumed_bytes(url, manifest, consumed)
     return {"samples_per_s": len(consumed) / seconds, "seconds": seconds, "bytes_read": loader.rows.bytes_read,
             "bytes_consumed": used, "read_amplification": loader.rows.bytes_read / used,
-            "groups_read": loader.rows.groups_read, "peak_rss": rss.above_start}  # fmt: skip
+            "groups_read": loader.rows.groups_read, "requests": loader.rows.requests,
+            "requests_per_group_consumed": loader.rows.requests / groups_consumed,
+            "peak_rss": rss.above_start}  # fmt: skip
 
 
 def order_bytes(rows: int) -> int:

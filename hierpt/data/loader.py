@@ -35,6 +35,7 @@ from hierpt.splitting import words_to_tensors
 BLOCK_GROUPS = 8  # row groups per order block: a block straddles one more, so ~1 + 1/8 reads per row group
 PREFETCH_STEPS = 2  # steps collated ahead of the loop
 READ_AHEAD_STEPS = 16  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
+SOON_STEPS = 40  # steps after those whose footers are fetched and whose row groups join a request for their file
 PLAN_STEPS = 32  # steps whose rows one call of the order computes: numpy's cost per call is shared by them
 
 Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
@@ -111,7 +112,7 @@ class DeterministicLoader:
         prefetch_steps: int = PREFETCH_STEPS,
     ):
         accumulation_steps(global_batch, world_size, micro_batch)
-        manifest = read_manifest(url)  # not kept: its per-row-group lists live on as arrays in `self.rows`
+        manifest = read_manifest(url)  # not kept: `self.rows` keeps O(files) of it, no per-row-group list
         self.total_rows, self.fingerprint = manifest.total_rows, manifest.fingerprint
         if self.total_rows == 0:
             raise ValueError(f"{url}: the shard set holds no rows")
@@ -193,16 +194,20 @@ class DeterministicLoader:
 
     def _prefetch(self, samples_consumed: int) -> None:
         """The reader thread: prepares steps in order, up to `prefetch_steps` ahead of the training loop, and
-        has the row groups of the `READ_AHEAD_STEPS` after them fetched meanwhile. An error is handed to the
-        training loop, which raises it."""
+        has the row groups of the `READ_AHEAD_STEPS` after them fetched meanwhile (with the row groups of the
+        same files that the `SOON_STEPS` after those need, one request per run of neighbouring row groups), and
+        the footers of all of them. An error is handed to the training loop, which raises it."""
         try:
             planned: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
-            fetched = 0  # the first planned steps, whose row groups have been asked for
+            horizon = READ_AHEAD_STEPS + SOON_STEPS
+            fetched = 0  # the first planned steps, whose row groups (and footers, `horizon` steps) were asked for
             while not self._stop.is_set():
-                while len(planned) <= READ_AHEAD_STEPS:
+                while len(planned) <= horizon:
                     planned.extend(self.plan(samples_consumed + len(planned) * self.global_batch, PLAN_STEPS))
-                for _, rows in itertools.islice(planned, fetched, READ_AHEAD_STEPS + 1):
-                    self.rows.fetch_ahead(rows)
+                rows = [r for _, r in itertools.islice(planned, horizon + 1)]
+                self.rows.fetch_footers(np.concatenate(rows[-1:] if fetched else rows))
+                for step in range(fetched, READ_AHEAD_STEPS + 1):
+                    self.rows.fetch_ahead(rows[step], later=np.concatenate([rows[step][:0], *rows[step + 1 :]]))
                 self._hand_over(self._micro_batches(*planned.popleft()))
                 samples_consumed += self.global_batch
                 fetched = READ_AHEAD_STEPS
