@@ -23,6 +23,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from hierpt.data.shards import Manifest
 
@@ -30,7 +31,8 @@ CACHE_BYTES = 512 * 2**20
 FOOTER_CACHE_FILES = 4096
 FOOTER_TAIL_BYTES = 16 * 2**10  # the first read of a footer; a larger footer costs one more request
 MAX_GAP_BYTES = 64 * 2**10  # other columns' chunks between two row groups' sequence chunks read through in one GET
-READ_THREADS = 32  # requests in flight: reads are latency-bound (43-70 ms per GET on a loaded SeaweedFS)
+READ_THREADS = 32  # requests in flight on an object store: its reads are latency-bound (30-130 ms per GET, loaded)
+LOCAL_READ_THREADS = 2  # on a local disk reads are CPU-bound: more threads only contend for the GIL (32 ran slower)
 
 
 class _RangedFile:
@@ -197,7 +199,8 @@ class ShardRows:
 
     def _submit(self, task, *args) -> Future:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="row-groups")
+            threads = LOCAL_READ_THREADS if isinstance(self.fs, LocalFileSystem) else READ_THREADS
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="row-groups")
         return self._pool.submit(task, *args)
 
     def fetch_footers(self, rows: np.ndarray) -> None:
