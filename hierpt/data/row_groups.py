@@ -130,6 +130,11 @@ class ShardRows:
             self.requests += 1
         return data
 
+    def mean_group_bytes(self) -> float:
+        """Decoded bytes of the cached row groups on average (0 before any is read)."""
+        with self._lock:
+            return self._cached_bytes / len(self._groups) if self._groups else 0.0
+
     def typical_group_rows(self) -> int:
         """Rows per row group of the first file (from the manifest, else its footer): what sizes the order's
         blocks. Every rank computes the same value."""
@@ -260,7 +265,7 @@ class ShardRows:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(cancel_futures=True)
 
     def sequences(self, rows: np.ndarray) -> list[list]:
         """The sequences of global rows, in the given order; each row group they touch is read once. A cached
