@@ -285,6 +285,7 @@ def main() -> None:
                   f"{python['rows_per_s']:.0f} rows/s (rows); loader {one['samples_per_s']:.0f} samples/s "
                   f"({results[where]['throughput_over_scan']:.2f}x scan), read amplification "
                   f"{one['read_amplification']:.3f} (world 4: {[round(r['read_amplification'], 3) for r in ranks]}), "
+                  f"{one['requests_per_group_consumed']:.2f} requests per row group consumed, "
                   f"peak RSS +{one['peak_rss'] / 2**20:.0f} MiB (scan +{python['peak_rss'] / 2**20:.0f} MiB)",
                   flush=True)  # fmt: skip
         order = {rows: order_bytes(rows) for rows in (10**6, 10**9)}
