@@ -9,17 +9,21 @@ On each, in this process:
 - loader: `DeterministicLoader` (world size 1, one epoch, prefetch on, a collate that keeps the rows), with a
   cache of `--cache-share` of the decoded shard set; samples/s, bytes read from storage (footers included) /
   bytes of the rows consumed (each row's share of its row group's compressed sequence column), peak RSS above
-  the process's RSS before the phase; and the same amplification for ranks 0 and 3 of world size 4.
+  the process's RSS before the phase, requests to storage per row group consumed; and the same amplification
+  for ranks 0 and 3 of world size 4.
 
-Then the memory of the order object alone at 10^6 and 10^9 rows (tracemalloc), and a short real training run
-of the `small` HAT on the S3 shards (Ray Train, 1 worker) for data_wait_s / step_seconds (the first step, which
-also builds the engine's state, is left out).
+Then the memory of the order object alone at 10^6 and 10^9 rows (tracemalloc); one rank's start-up on manifests
+of 10^3 and 10^4 files x 51 row groups and 10^4 x 5 (`read_manifest`, then the row reader's state, which grows
+with the files, not the row groups); and a short real training run of the `small` HAT on the S3 shards (Ray
+Train, 1 worker) for data_wait_s / step_seconds (the first step, which also builds the engine's state, is left
+out).
 
     .venv/bin/python benchmarks/loader_scale.py [--files 200] [--global-batch 64] [--train-steps 4]
 
 The last line is one JSON object (`throughput_over_scan`, `read_amplification`, `order_bytes_at_1e9_rows`,
-`data_wait_share`, ...); throughput_over_scan compares against the scan to Python rows (the same output), and
-`throughput_over_arrow_scan` against the Arrow-only scan.
+`data_wait_share`, `requests_per_group_consumed`, `reader_state_bytes_per_file`, ...); throughput_over_scan
+compares against the scan to Python rows (the same output), and `throughput_over_arrow_scan` against the
+Arrow-only scan.
 """
 
 from __future__ import annotations
@@ -143,8 +147,9 @@ def scan(url: str, manifest, to_python: bool) -> dict:
     return {"rows_per_s": count / seconds, "seconds": seconds, "peak_rss": rss.above_start}
 
 
-def consumed_bytes(url: str, manifest, rows_consumed) -> float:
-    """Each consumed row's share of its row group's compressed sequence column."""
+def consumed_bytes(url: str, manifest, rows_consumed) -> tuple[float, int]:
+    """Each consumed row's share of its row group's compressed sequence column, summed; and the number of row
+    groups the rows come from."""
     import numpy as np
 
     from hierpt.data.row_groups import ShardRows
@@ -156,7 +161,7 @@ def consumed_bytes(url: str, manifest, rows_consumed) -> float:
     for (file_index, group), count in zip(pairs.tolist(), counts.tolist()):
         meta = reader.footer(file_index).metadata.row_group(group)
         total += meta.column(0).total_compressed_size * count / meta.num_rows
-    return total
+    return total, len(pairs)
 
 
 def run_loader(url: str, manifest, world_size: int, rank: int, global_batch: int, cache_bytes: int, steps: int) -> dict:
@@ -172,10 +177,12 @@ def run_loader(url: str, manifest, world_size: int, rank: int, global_batch: int
                 consumed += micro.rows
     seconds = time.perf_counter() - start
     loader.close()
-    used = consumed_bytes(url, manifest, consumed)
+    used, groups_consumed = consumed_bytes(url, manifest, consumed)
     return {"samples_per_s": len(consumed) / seconds, "seconds": seconds, "bytes_read": loader.rows.bytes_read,
             "bytes_consumed": used, "read_amplification": loader.rows.bytes_read / used,
-            "groups_read": loader.rows.groups_read, "peak_rss": rss.above_start}  # fmt: skip
+            "groups_read": loader.rows.groups_read, "requests": loader.rows.requests,
+            "requests_per_group_consumed": loader.rows.requests / groups_consumed,
+            "peak_rss": rss.above_start}  # fmt: skip
 
 
 def order_bytes(rows: int) -> int:
@@ -188,6 +195,31 @@ def order_bytes(rows: int) -> int:
     tracemalloc.stop()
     del order
     return size
+
+
+def listing_cost(root: Path, files: int, groups_per_file: int) -> dict:
+    """One rank's start-up on a manifest of `files` files x `groups_per_file` row groups (no data files):
+    `read_manifest` (it parses and fingerprints every listed row group: the shard contract's floor) and the
+    reader's state kept after it (tracemalloc; O(files), whatever the row groups)."""
+    from hierpt.data.row_groups import ShardRows
+    from hierpt.data.shards import Manifest, ShardFile, read_manifest, write_manifest
+
+    url = str(root / f"listing-{files}x{groups_per_file}")
+    listed = [ShardFile(path=f"part-{i:06d}.parquet", rows=20 * groups_per_file, row_groups=[20] * groups_per_file)
+              for i in range(files)]  # fmt: skip
+    write_manifest(url, Manifest(splitter={"name": "hat-splitter", "version": "0"}, max_word_bytes=32, seq_words=256,
+                                 files=listed, languages={}))  # fmt: skip
+    del listed
+    start = time.perf_counter()
+    manifest = read_manifest(url)
+    parsed = time.perf_counter()
+    tracemalloc.start()
+    rows = ShardRows(url, manifest)
+    state = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del rows
+    return {"files": files, "row_groups": files * groups_per_file, "read_manifest_s": parsed - start,
+            "reader_start_s": time.perf_counter() - parsed, "reader_state_bytes": state}  # fmt: skip
 
 
 def training_wait_share(shards: str, root: Path, steps: int) -> dict:
@@ -253,10 +285,16 @@ def main() -> None:
                   f"{python['rows_per_s']:.0f} rows/s (rows); loader {one['samples_per_s']:.0f} samples/s "
                   f"({results[where]['throughput_over_scan']:.2f}x scan), read amplification "
                   f"{one['read_amplification']:.3f} (world 4: {[round(r['read_amplification'], 3) for r in ranks]}), "
+                  f"{one['requests_per_group_consumed']:.2f} requests per row group consumed, "
                   f"peak RSS +{one['peak_rss'] / 2**20:.0f} MiB (scan +{python['peak_rss'] / 2**20:.0f} MiB)",
                   flush=True)  # fmt: skip
         order = {rows: order_bytes(rows) for rows in (10**6, 10**9)}
         print(f"order object: {order[10**6]} bytes at 1e6 rows, {order[10**9]} bytes at 1e9 rows", flush=True)
+        listing = [listing_cost(root, files, groups) for files, groups in ((10**3, 51), (10**4, 51), (10**4, 5))]
+        for cost in listing:
+            print(f"start-up, {cost['files']} files x {cost['row_groups'] // cost['files']} row groups: read_manifest "
+                  f"{cost['read_manifest_s']:.2f} s, reader {cost['reader_start_s'] * 1e3:.0f} ms and "
+                  f"{cost['reader_state_bytes'] / cost['files']:.0f} B per file", flush=True)  # fmt: skip
         wait = training_wait_share(urls["s3"], root, args.train_steps) if args.train_steps else {}
         if wait:
             print(f"small on S3 shards: data_wait_s {wait['data_wait_s_median']:.4f}s of {wait['step_seconds_median']:.2f}s "
@@ -270,6 +308,8 @@ def main() -> None:
         "read_amplification_world_4": max(a for w in urls for a in results[w]["read_amplification_world_4"]),
         "order_bytes_at_1e6_rows": order[10**6], "order_bytes_at_1e9_rows": order[10**9],
         "data_wait_share": wait.get("data_wait_share"), "training": wait, "seconds": time.perf_counter() - started,
+        "requests_per_group_consumed": max(results[w]["loader"]["requests_per_group_consumed"] for w in urls),
+        "reader_state_bytes_per_file": [c["reader_state_bytes"] / c["files"] for c in listing], "start_up": listing,
         "local": results["local"], "s3": results["s3"],
         "targets": {"throughput_over_scan": 0.5, "read_amplification": 1.5, "order_bytes_at_1e9_rows": 2**20,
                     "data_wait_share": 0.02},

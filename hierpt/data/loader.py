@@ -35,6 +35,7 @@ from hierpt.splitting import words_to_tensors
 BLOCK_GROUPS = 8  # row groups per order block: a block straddles one more, so ~1 + 1/8 reads per row group
 PREFETCH_STEPS = 2  # steps collated ahead of the loop
 READ_AHEAD_STEPS = 16  # steps whose row groups are being fetched ahead (in parallel, hierpt/data/row_groups.py)
+SOON_STEPS = 40  # at most: steps after those whose row groups join a request for their file (and footers are read)
 PLAN_STEPS = 32  # steps whose rows one call of the order computes: numpy's cost per call is shared by them
 
 Collate = Callable[[Sequence[list]], dict[str, torch.Tensor]]
@@ -111,7 +112,7 @@ class DeterministicLoader:
         prefetch_steps: int = PREFETCH_STEPS,
     ):
         accumulation_steps(global_batch, world_size, micro_batch)
-        manifest = read_manifest(url)  # not kept: its per-row-group lists live on as arrays in `self.rows`
+        manifest = read_manifest(url)  # not kept: `self.rows` keeps O(files) of it, no per-row-group list
         self.total_rows, self.fingerprint = manifest.total_rows, manifest.fingerprint
         if self.total_rows == 0:
             raise ValueError(f"{url}: the shard set holds no rows")
@@ -128,6 +129,7 @@ class DeterministicLoader:
         self.samples_consumed = 0 if state is None else state.samples_consumed
         self.prefetch_steps, self.last_wait_s = prefetch_steps, 0.0
         self._ready: queue.Queue | None = None
+        self._reader: threading.Thread | None = None
         self._stop = threading.Event()
 
     @property
@@ -183,7 +185,8 @@ class DeterministicLoader:
         else:
             if self._ready is None:
                 self._ready = queue.Queue(maxsize=self.prefetch_steps)
-                threading.Thread(target=self._prefetch, args=(self.samples_consumed,), daemon=True).start()
+                self._reader = threading.Thread(target=self._prefetch, args=(self.samples_consumed,), daemon=True)
+                self._reader.start()
             micro_batches = self._ready.get()
             if isinstance(micro_batches, BaseException):
                 raise micro_batches
@@ -193,21 +196,40 @@ class DeterministicLoader:
 
     def _prefetch(self, samples_consumed: int) -> None:
         """The reader thread: prepares steps in order, up to `prefetch_steps` ahead of the training loop, and
-        has the row groups of the `READ_AHEAD_STEPS` after them fetched meanwhile. An error is handed to the
-        training loop, which raises it."""
+        has the row groups of the (up to) `READ_AHEAD_STEPS` after them fetched meanwhile, with the row groups
+        of the same files that the (up to) `SOON_STEPS` after those need (one request per run of neighbouring
+        row groups), and the footers of all of them. An error is handed to the training loop, which raises it."""
         try:
             planned: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
-            fetched = 0  # the first planned steps, whose row groups have been asked for
+            horizon = READ_AHEAD_STEPS + SOON_STEPS
+            asked, footers_asked = 0, False  # asked: the first planned steps, whose row groups were asked for
             while not self._stop.is_set():
-                while len(planned) <= READ_AHEAD_STEPS:
+                while len(planned) <= horizon:
                     planned.extend(self.plan(samples_consumed + len(planned) * self.global_batch, PLAN_STEPS))
-                for _, rows in itertools.islice(planned, fetched, READ_AHEAD_STEPS + 1):
-                    self.rows.fetch_ahead(rows)
+                rows = [r for _, r in itertools.islice(planned, horizon + 1)]
+                self.rows.fetch_footers(np.concatenate(rows[-1:] if footers_asked else rows))
+                footers_asked = True
+                ahead, soon = self._read_ahead_steps()
+                for step in range(asked, ahead + 1):
+                    later = np.concatenate([rows[step][:0], *rows[step + 1 : step + 1 + soon]])
+                    self.rows.fetch_ahead(rows[step], later)
+                asked = max(asked, ahead + 1) - 1
                 self._hand_over(self._micro_batches(*planned.popleft()))
                 samples_consumed += self.global_batch
-                fetched = READ_AHEAD_STEPS
         except Exception as error:
             self._hand_over(error)
+
+    def _read_ahead_steps(self) -> tuple[int, int]:
+        """(steps whose row groups are read ahead, steps after those whose row groups may join a request): as
+        many as the cache holds. Over h steps each of the rank's lanes reads about 1 + h / piece_rows row
+        groups; reading more than fit would evict row groups before their rows are used and read them again."""
+        group_bytes = self.rows.mean_group_bytes()
+        if not group_bytes:
+            return READ_AHEAD_STEPS, 0
+        lanes = min(self.global_batch // self.world_size, self.order.lanes)
+        fits = int(self.order.piece_rows * (self.rows.cache_bytes / (lanes * group_bytes) - 1))
+        ahead = min(max(fits, 1), READ_AHEAD_STEPS)
+        return ahead, min(max(fits - ahead, 0), SOON_STEPS)
 
     def _hand_over(self, item) -> None:
         while not self._stop.is_set():
@@ -218,6 +240,9 @@ class DeterministicLoader:
                 continue
 
     def close(self) -> None:
-        """Stops the reader threads (they also die with the process)."""
+        """Stops the reader threads and waits for them (a thread left inside pyarrow can abort the interpreter's
+        exit); they finish the step they are preparing."""
         self._stop.set()
+        if self._reader is not None:
+            self._reader.join()
         self.rows.close()

@@ -214,3 +214,23 @@ def test_a_read_error_in_the_reader_thread_reaches_the_training_step(many_groups
     with pytest.raises(FileNotFoundError):
         for _ in range(3):
             broken.next_step()
+
+
+def test_read_ahead_joins_neighbouring_row_groups_as_far_as_the_cache_holds_them(many_groups):
+    """With prefetch on, neighbouring row groups of a file share requests while the cache can hold what is
+    read ahead; a smaller cache joins fewer, rather than evicting row groups before their rows are used."""
+    url, manifest = many_groups
+    everything = ShardRows(url, manifest)
+    decoded = sum(everything.group(f, g).nbytes for f in range(len(manifest.files))
+                  for g in range(len(everything.footer(f).group_starts) - 1))  # fmt: skip
+    steps = manifest.total_rows // 8
+    for share, most_requests in ((2, 0.75), (8, 1.5)):
+        ranked = loader(url, 1, 0, cache_bytes=decoded // share)
+        consumed = set()
+        for _ in range(steps):
+            for micro in ranked.next_step():
+                f, g, _ = ranked.rows.locate(np.array(micro.rows))
+                consumed |= set(zip(f.tolist(), g.tolist()))
+        ranked.close()
+        assert ranked.rows.groups_read <= 1.5 * len(consumed), share
+        assert ranked.rows.requests <= most_requests * len(consumed), share
