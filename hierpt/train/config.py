@@ -5,6 +5,7 @@ YAML loads into `TrainJob`; a bad field is reported with its path (e.g. ``optimi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -165,6 +166,9 @@ class TrainJob(Spec):
     def _trackers_once(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"lists a tracker twice: {value}")
+        missing = [name for name in value if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not installed here (pip install 'hierpt[tracking]')")
         return value
 
     @field_validator("freeze")
