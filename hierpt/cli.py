@@ -246,7 +246,7 @@ def _train(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from hierpt.train.checkpoint import export, resolve
 
-    print(export(resolve(args.checkpoint), args.output))
+    print(export(resolve(args.checkpoint), args.output, args.dtype))
 
 
 class Parser(argparse.ArgumentParser):
@@ -343,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export", help="consolidate a training checkpoint into safetensors + config")
     exp.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest committed checkpoint)")
     exp.add_argument("--output", required=True, help="export directory or URL")
+    exp.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights' dtype (default fp32)")
     exp.set_defaults(run=_export)
 
     ev = commands.add_parser("eval", help="bits/byte, word accuracy, robustness, compression per language")

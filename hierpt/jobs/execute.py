@@ -128,7 +128,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     """
     from hierpt.eval.evaluate import evaluate_model
     from hierpt.eval.perturb import PERTURBATIONS
-    from hierpt.model.export import load_any_export
+    from hierpt.model.export import load_any_export, read_export_document
     from hierpt.model.family import continue_texts
     from hierpt.model.generate import SamplingConfig
 
@@ -164,6 +164,11 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
         with fsspec.open(f"{url}.partial", "w") as f:  # renamed when complete: a results file is never partial
             json.dump(result, f, indent=2)
         fs.mv(f"{root}/{name}.json.partial", f"{root}/{name}.json")
+        if spec.tracking is not None:  # at the checkpoint's step, beside the run's training curves
+            from hierpt.train.tracking import log_eval
+
+            at_step = read_export_document(export_path)["hierpt"]["step"] if step is None else step
+            log_eval(spec.tracking, result, at_step)
         written.append(url)
     return {"results": written}
 

@@ -222,6 +222,7 @@ class Scheduler:
                     output=f"{run_url}/evals/step-{step:08d}",
                     env=job.spec.get("env", []),
                     env_visible_to_cluster_users=job.spec.get("env_visible_to_cluster_users", []),
+                    tracking=parse_spec(job.spec).run_tracking(),
                     **settings,
                 )
                 self.store.add_job(

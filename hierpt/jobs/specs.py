@@ -31,7 +31,7 @@ from pydantic import (
 
 from hierpt.data.recipe import TokenShardSpec
 from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials, looks_secret
-from hierpt.train.config import TrainJob, check_run_name
+from hierpt.train.config import RunTracking, TrainJob, check_run_name
 from hierpt.validation import field_name, first_error
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -152,6 +152,7 @@ class EvalJob(Submission):
     tasks: list[str] = Field(default_factory=list)  # lm-eval tasks (hierpt/eval/harness.py): accuracy per checkpoint
     task_dirs: list[str] = Field(default_factory=list)  # directories of own lm-eval task YAMLs (--include_path)
     task_limit: int | None = Field(None, ge=1)  # documents per task (all when unset)
+    tracking: RunTracking | None = None  # the evaluated run's trackers: results join its curves (set by the scheduler)
 
     @model_validator(mode="after")
     def _one_target(self) -> EvalJob:

@@ -12,11 +12,13 @@ All words of a batch go through the encoder and the decoder as one ``[num_words,
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from hierpt.splitting import END_OF_DOC, IGNORE, PAD, WORD_MARK
@@ -288,7 +290,10 @@ MODULE_GROUPS = {
 }
 
 
-class HAT(nn.Module):
+class HAT(nn.Module, PyTorchModelHubMixin, library_name="hierpt", tags=["hat", "byte-level"]):
+    """`save_pretrained` writes a hierpt export (hierpt.model.export); `from_pretrained` reads one from a local
+    directory or a Hugging Face Hub repository (`export.load_export` also reads any fsspec URL)."""
+
     module_groups = MODULE_GROUPS  # what `freeze` names
 
     def __init__(self, config: HATConfig):
@@ -387,6 +392,22 @@ class HAT(nn.Module):
 
     def num_params(self) -> dict[str, int]:
         return count_params(self)
+
+    def _save_pretrained(self, save_directory) -> None:
+        from hierpt.model.export import save_export  # the export module builds on this one
+
+        save_export(self.state_dict(), self.config, str(save_directory))
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", **hub_kwargs) -> HAT:
+        from huggingface_hub import snapshot_download
+
+        from hierpt.model.export import load_export
+
+        if not os.path.isdir(model_id):  # a Hub repository id
+            hub = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+            model_id = snapshot_download(model_id, **{key: hub_kwargs[key] for key in hub if key in hub_kwargs})
+        return load_export(model_id, map_location)
 
 
 def length_groups(lengths: torch.Tensor, max_word_bytes: int) -> list[tuple[torch.Tensor, int]]:

@@ -294,9 +294,9 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
     return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
 
 
-def export(checkpoint: ray.train.Checkpoint, output: str) -> str:
-    """Consolidated safetensors + config (hierpt.model.export) from a checkpoint (see `resolve`), with the
-    tokenizer of a family that has one."""
+def export(checkpoint: ray.train.Checkpoint, output: str, dtype: str = "fp32") -> str:
+    """Consolidated safetensors + config (hierpt.model.export) in `dtype` (fp32 or bf16) from a checkpoint (see
+    `resolve`), with the tokenizer of a family that has one."""
     from hierpt.data.bpe import BPETokenizer
     from hierpt.model.export import save_export
     from hierpt.model.family import FAMILIES
@@ -312,4 +312,4 @@ def export(checkpoint: ray.train.Checkpoint, output: str) -> str:
         "samples_consumed": state.loader.samples_consumed,
         "data_fingerprint": state.loader.fingerprint,
     }
-    return save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer)
+    return save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer, dtype)

@@ -5,6 +5,7 @@ YAML loads into `TrainJob`; a bad field is reported with its path (e.g. ``optimi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -107,6 +108,17 @@ class FaultSpec(Spec):
     during: Literal["step", "checkpoint"] = "step"  # "checkpoint": after its own files are saved, before commit
 
 
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
+
+
+class RunTracking(Spec):
+    """Where a run's scalars go (hierpt/train/tracking.py); an eval job of the run carries it too."""
+
+    run_url: str
+    trackers: list[TrackerName]
+    tensorboard_dir: str | None = None  # None: no TensorBoard (remote storage without a tensorboard_dir)
+
+
 class TrainJob(Spec):
     name: str
     storage: str  # run storage: a local directory or s3://bucket/prefix
@@ -127,6 +139,7 @@ class TrainJob(Spec):
     checkpoint: CheckpointSpec = CheckpointSpec()
     log_every: int = Field(1, ge=1)
     tensorboard_dir: str | None = None  # default: <storage>/<name>/tensorboard when storage is local
+    tracking: list[TrackerName] = Field(default_factory=lambda: ["tensorboard"])  # W&B / MLflow beside it, or not
     peak_flops: float | None = None  # per device, for MFU; default from a table (GPU), none on CPU (no MFU)
     faults: list[FaultSpec] = Field(default_factory=list)
     init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
@@ -147,6 +160,16 @@ class TrainJob(Spec):
     @classmethod
     def _name(cls, value: str) -> str:
         return check_run_name(value)
+
+    @field_validator("tracking")
+    @classmethod
+    def _trackers_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a tracker twice: {value}")
+        missing = [name for name in value if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not installed here (pip install 'hierpt[tracking]')")
+        return value
 
     @field_validator("freeze")
     @classmethod
@@ -201,3 +224,6 @@ class TrainJob(Spec):
         if self.tensorboard_dir or "://" in self.storage:
             return self.tensorboard_dir
         return os.path.join(self.run_url, "tensorboard")
+
+    def run_tracking(self) -> RunTracking:
+        return RunTracking(run_url=self.run_url, trackers=self.tracking, tensorboard_dir=self.resolved_tensorboard_dir())

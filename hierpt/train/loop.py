@@ -39,7 +39,7 @@ def train_worker(config: dict) -> None:
         None if resumed is None else resumed.loader,
     )  # fmt: skip
     log = MetricsLog(model_config, job.steps, world_size, peak_flops_per_device(job.peak_flops, device), rank == 0,
-                     job.resolved_tensorboard_dir())  # fmt: skip
+                     job.run_tracking(), start_step, job.model_dump(mode="json"))  # fmt: skip
     faults, trace = FaultInjector(job, rank), StepTrace(job.trace_dir, rank, world_size)
     preemption_saved = False
 

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 
 from hierpt.model.family import family_of
+from hierpt.train.config import RunTracking
+from hierpt.train.tracking import Tracker
 
 # Dense bf16 tensor-core peak FLOP/s per device, from the vendors' data sheets (no sparsity).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
@@ -91,7 +93,8 @@ class StepSums:
 
 
 class MetricsLog:
-    """Turns step sums into the metrics dict reported to Ray; rank 0 also prints and writes TensorBoard."""
+    """Turns step sums into the metrics dict reported to Ray; rank 0 also prints and writes the run's trackers
+    (hierpt/train/tracking.py: TensorBoard, W&B, MLflow), the spec once as hyperparameters."""
 
     def __init__(
         self,
@@ -100,16 +103,16 @@ class MetricsLog:
         world_size: int,
         peak_flops: float | None,
         is_logger: bool,
-        tensorboard_dir: str | None,
+        tracking: RunTracking | None,
+        start_step: int = 0,
+        hparams: dict | None = None,
     ):
         self.model_config, self.total_steps = model_config, total_steps
         self.family = family_of(model_config)
         self.world_size, self.peak_flops, self.is_logger = world_size, peak_flops, is_logger
-        self.writer = None
-        if is_logger and tensorboard_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(tensorboard_dir)
+        self.tracker = Tracker(tracking, first_step=start_step + 1) if is_logger and tracking else None
+        if self.tracker is not None and hparams is not None:
+            self.tracker.hparams(hparams, ["train/loss", "train/bits_per_byte"])
         self.gauges = RayGauges.in_train_worker() if is_logger else None
         if is_logger:
             print(self.mfu_note(), flush=True)
@@ -162,12 +165,9 @@ class MetricsLog:
             f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f}{mfu} data wait {m['data_wait_s']:.3f}s",
             flush=True,
         )
-        if self.writer is not None:
-            for key, value in m.items():
-                if key != "step":
-                    self.writer.add_scalar(f"train/{key}", value, m["step"])
-            self.writer.flush()
+        if self.tracker is not None:
+            self.tracker.log({f"train/{key}": value for key, value in m.items() if key != "step"}, m["step"])
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.tracker is not None:
+            self.tracker.close()

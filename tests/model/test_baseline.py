@@ -9,7 +9,7 @@ from hierpt.model.baseline import (
     flops_per_token,
 )
 from hierpt.cli import main
-from hierpt.model.export import export_family, load_any_export, read_export_document, save_export
+from hierpt.model.export import EOD_TOKEN, export_family, load_any_export, read_export_document, save_export
 from hierpt.model.generate import SamplingConfig, generate_baseline_text
 from hierpt.model.hat import HAT, IGNORE, HATConfig
 
@@ -138,3 +138,21 @@ def test_generation_continues_a_memorised_text_and_stops_at_the_word_budget(toke
     url = save_export(model.state_dict(), model.config, str(tmp_path / "export"), tokenizer=tokenizer)
     main(["generate", "--checkpoint", url, "--prompt", "The quick", "--max-words", "2"])
     assert capsys.readouterr().out == "The quick brown fox\n"
+
+
+def test_export_is_a_llama_checkpoint_that_transformers_scores_identically(tokenizer, tmp_path):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = Baseline(BaselineConfig.from_name("tiny", vocab_size=tokenizer.vocab_size + 5, rope_theta=500.0))
+    model = model.eval()
+    url = save_export(model.state_dict(), model.config, str(tmp_path / "export"), tokenizer=tokenizer)
+    llama = LlamaForCausalLM.from_pretrained(url).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(url)
+    rows = [hf_tokenizer(EOD_TOKEN + text)["input_ids"] for text in TEXTS]
+    assert rows == [[tokenizer.eod_id, *tokenizer.encode(text)] for text in TEXTS]
+    assert hf_tokenizer.eos_token_id == llama.config.eos_token_id == tokenizer.eod_id
+    tokens = torch.tensor([row[:24] for row in rows])
+    with torch.no_grad():
+        torch.testing.assert_close(llama(tokens).logits, model.logits(tokens), rtol=0, atol=1e-5)
+    loaded, _ = load_any_export(url)  # hierpt's own loader reads the same directory
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))

@@ -80,3 +80,16 @@ def test_spot_settings_reach_ray_and_bad_ones_name_their_field(monkeypatch):
         job(elastic={"max_preemption_failures": -2})
     with pytest.raises(ValueError, match="checkpoint.upload"):
         job(checkpoint={"upload": "later"})
+
+
+def test_trackers_default_to_tensorboard_and_bad_lists_name_the_field(monkeypatch):
+    assert job().run_tracking().trackers == ["tensorboard"]
+    assert job().run_tracking().tensorboard_dir == "/tmp/x/t/tensorboard"
+    assert job(storage="s3://bucket/runs").run_tracking().tensorboard_dir is None
+    with pytest.raises(ValueError, match=r"tracking\.1\n  Input should be 'tensorboard', 'wandb' or 'mlflow'"):
+        job(tracking=["tensorboard", "neptune"])
+    with pytest.raises(ValueError, match="lists a tracker twice"):
+        job(tracking=["wandb", "wandb"])
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "mlflow" else object())
+    with pytest.raises(ValueError, match=r"mlflow not installed here \(pip install 'hierpt\[tracking\]'\)"):
+        job(tracking=["mlflow"])

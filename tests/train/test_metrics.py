@@ -40,7 +40,7 @@ def one_step(peak_flops, seconds: float = 1000.0, world_size: int = 1) -> dict:
     """One step of two micro-batches (200 words of 5 bytes) that took `seconds` (long: a busy machine's delays
     between here and the step's clock stay far below the 1% the checks allow)."""
     log = MetricsLog(TINY, total_steps=4, world_size=world_size, peak_flops=peak_flops, is_logger=True,
-                     tensorboard_dir=None)  # fmt: skip
+                     tracking=None)  # fmt: skip
     log.started = time.perf_counter() - seconds
     sums = StepSums(torch.device("cpu"))
     sums.add(output(loss=2.0, nll_sum=300.0, utf8_bytes=400, words=80))
