@@ -121,17 +121,18 @@ def _compute_match(args: argparse.Namespace) -> None:
 
 
 def _hat_config(name_or_spec: str):
-    """A HAT preset by name, or the model of a HAT training spec."""
+    """A HAT preset by name, or the model of a HAT training spec, shaped as its shards."""
     from hierpt.model.hat import HATConfig
 
     if not name_or_spec.endswith((".yaml", ".yml")):
         return HATConfig.from_name(name_or_spec)
+    from hierpt.data.shards import read_manifest
     from hierpt.jobs.specs import load_spec
 
     spec = load_spec(name_or_spec)
     if getattr(spec, "model", None) is None or spec.model.family != "hat":
         raise ValueError(f"{name_or_spec}: not a training spec of a HAT")
-    return spec.model.build_config()
+    return spec.model.build_config(read_manifest(spec.data.shards), spec.data.shards)
 
 
 def _demo(args: argparse.Namespace) -> None:

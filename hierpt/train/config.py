@@ -20,6 +20,7 @@ from pydantic import (
 
 from torch import nn
 
+from hierpt.data.shards import Manifest
 from hierpt.model.family import FAMILIES, Family, FamilyName
 
 # A run name becomes one directory under `storage`: one path component, never `..` or a nested path.
@@ -42,7 +43,8 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """A family's preset plus field overrides; `build_config` is the one place a model config is made.
 
-    `family: baseline` trains the paper's BPE baseline (hierpt/model/baseline.py) on token shards.
+    The shape fields (`seq_words` and `max_word_bytes`, `seq_tokens`) come from the shards' manifest: a spec
+    leaves them out. `family: baseline` trains the paper's BPE baseline (hierpt/model/baseline.py) on token shards.
     """
 
     family: FamilyName = "hat"
@@ -53,8 +55,9 @@ class ModelSpec(Spec):
     def model_family(self) -> Family:
         return FAMILIES[self.family]
 
-    def build_config(self):
-        return self.model_family.config(self.preset, self.overrides)
+    def build_config(self, shards: Manifest | None = None, url: str = ""):
+        """The model config; with the manifest of the shard set at `url`, shaped as those shards."""
+        return self.model_family.config(self.preset, self.overrides, shards, url)
 
     def build(self) -> nn.Module:
         return self.model_family.model_type(self.build_config())

@@ -11,7 +11,7 @@ import ray.train.torch
 import torch
 
 from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
-from hierpt.data.loader import Collate, DeterministicLoader, MicroBatch
+from hierpt.data.loader import DeterministicLoader, MicroBatch
 from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
@@ -23,15 +23,18 @@ from hierpt.train.schedule import lr_at, set_lr
 
 
 def train_worker(config: dict) -> None:
-    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report."""
-    job = TrainJob.model_validate(config)
+    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report.
+
+    `config` holds the job and the model config the driver made from it and the shards (`train.run.train`)."""
+    job = TrainJob.model_validate(config["job"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    model_config = job.model.build_config()
-    collate, tokenizer = shard_inputs(job, model_config)
+    family = job.model.model_family
+    model_config = family.config_type.from_dict(config["model"])
+    collate, tokenizer = family.inputs(model_config, read_manifest(job.data.shards), job.data.shards)
     engine, resumed = restore(job, model_config, tokenizer, world_size)
     start_step = 0 if resumed is None else resumed.step
     loader = DeterministicLoader(
@@ -105,14 +108,6 @@ def restore(
         if restored is not None:
             checkpoint.load(engine, restored, world_size)
     return engine, None if resume is None else resume.state
-
-
-def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
-    """How the shard set's rows become model inputs (after checking they fit the model), and the tokenizer of
-    a family that has one."""
-    manifest = read_manifest(job.data.shards)
-    job.model.model_family.check_shards(model_config, manifest, job.data.shards)
-    return job.model.model_family.inputs(model_config, manifest, job.data.shards)
 
 
 def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokenizer) -> None:

@@ -25,8 +25,7 @@ from hierpt.train.lease import Lease
 
 def train(job: TrainJob) -> dict:
     manifest = read_manifest(job.data.shards)
-    model_config = job.model.build_config()  # once here; each worker builds its own from the same spec
-    job.model.model_family.check_shards(model_config, manifest, job.data.shards)  # before any worker starts
+    model_config = job.model.build_config(manifest, job.data.shards)  # once per run: the workers receive it
     if job.init_from:
         check_init_from(job, model_config)
     with Lease(job.run_url):
@@ -34,10 +33,10 @@ def train(job: TrainJob) -> dict:
         if previous is not None and previous.step >= job.steps:
             print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
             return summarize(job, checkpoint.run_result(job.run_url))
-        return fit(job)
+        return fit(job, model_config)
 
 
-def fit(job: TrainJob) -> dict:
+def fit(job: TrainJob, model_config) -> dict:
     import ray
 
     from hierpt.ray_session import ray_session
@@ -45,11 +44,11 @@ def fit(job: TrainJob) -> dict:
     with ray_session():
         os.environ.update(controller_env(job))
         use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        result = _trainer(job, use_gpu).fit()
+        result = _trainer(job, model_config, use_gpu).fit()
     return summarize(job, result)
 
 
-def _trainer(job: TrainJob, use_gpu: bool):
+def _trainer(job: TrainJob, model_config, use_gpu: bool):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -57,7 +56,7 @@ def _trainer(job: TrainJob, use_gpu: bool):
 
     return TorchTrainer(
         train_worker,
-        train_loop_config=job.model_dump(mode="json"),
+        train_loop_config={"job": job.model_dump(mode="json"), "model": model_config.to_dict()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=job.num_workers, use_gpu=use_gpu,

@@ -193,7 +193,8 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
     manifest = prepare(load_recipe(str(recipe_path)), str(tmp_path / "shards"), workers=2, tokens=token_prep.tokens)
 
     bytes_per_word, bytes_per_token = manifest.bytes_per_word, manifest.bytes_per_token
-    hat_config, bpe_config = hat.model.build_config(), bpe.model.build_config()
+    words = manifest.model_copy(update={"tokens": None})  # the word shards of the same recipe have its shape
+    hat_config, bpe_config = hat.model.build_config(words, "words"), bpe.model.build_config(manifest, "tokens")
     deviation = baseline_flops_per_byte(bpe_config, bytes_per_token) / hat_flops_per_byte(hat_config, bytes_per_word)
     assert abs(deviation - 1) <= TOLERANCE
     sequence_bytes = bpe_config.seq_tokens * bytes_per_token / (hat_config.seq_words * bytes_per_word)
@@ -201,7 +202,11 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
     assert manifest.tokens.vocab_size <= bpe_config.vocab_size and hat.global_batch == bpe.global_batch
 
     continued = load_spec(JOBS / "hat_vs_bpe_continue_fi.yaml").jobs()  # continues these very models
-    assert {s.model.build_config() for s in continued if s.kind == "continued_pretrain"} == {hat_config, bpe_config}
+    assert [s.model for s in continued if s.kind == "continued_pretrain"] == [hat.model, bpe.model]
+    fi_prep = [s for s in continued if s.kind == "prep" and "sample_fi" in s.recipe]
+    fi_recipe = load_recipe(fi_prep[0].recipe)  # ... on shards of the same shape
+    assert (fi_recipe.seq_words, fi_recipe.max_word_bytes) == (hat_config.seq_words, hat_config.max_word_bytes)
+    assert fi_prep[1].tokens.seq_tokens == bpe_config.seq_tokens
 
 
 JSON = st.recursive(
