@@ -115,16 +115,14 @@ class PretrainJob(Submission, TrainJob):
 class ContinuedPretrainJob(Submission, TrainJob):
     """Continue from an export or from another run's latest checkpoint, on new data.
 
-    `init_from` is an export directory or a run URL; `optimizer_state: keep` also carries over the AdamW
-    moments of that run's latest checkpoint; `optimizer.warmup_steps` re-warms the learning rate;
-    `freeze` keeps modules as they are (e.g. the backbone, to adapt only the byte modules to a new script).
+    `init_from` is an export directory, a run URL or a checkpoint; `optimizer_state: keep` also carries over
+    the AdamW moments of that checkpoint (a run: its latest); `optimizer.warmup_steps` re-warms the learning
+    rate; `freeze` keeps modules as they are (e.g. the backbone, to adapt only the byte modules to a new script).
     """
 
     kind: Literal["continued_pretrain"]
     init_from: str
-    optimizer_state: Literal["reset", "keep"] = "reset"  # keep: init_from must be a run or checkpoint
     evaluate: EvaluateSettings | None = None
-    freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)
 
     @property
     def run_name(self) -> str:

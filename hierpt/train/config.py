@@ -132,8 +132,9 @@ class TrainJob(Spec):
     tensorboard_dir: str | None = None  # default: <storage>/<name>/tensorboard when storage is local
     peak_flops: float | None = None  # per device, for MFU; default from a table (GPU), none on CPU (no MFU)
     faults: list[FaultSpec] = Field(default_factory=list)
-    init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
-    init_from_checkpoint: str | None = None  # a hierpt checkpoint: its weights *and* optimizer state; fresh data
+    # Where a new run starts, data from the start: an export, a run (its latest checkpoint) or a checkpoint.
+    init_from: str | None = None
+    optimizer_state: Literal["reset", "keep"] = "reset"  # keep: also init_from's AdamW moments (not an export)
     freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)  # kept as they are
     export_to: str | None = None  # export the final checkpoint here after training
     trace_dir: str | None = None  # debug/test: per-rank JSONL of every executed step (samples, loss)
@@ -163,12 +164,19 @@ class TrainJob(Spec):
     def _storage(cls, value: str) -> str:
         return value if "://" in value else str(Path(value).expanduser().resolve())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_starting_point(cls, data):
+        if isinstance(data, dict) and "init_from_checkpoint" in data:
+            raise ValueError("init_from_checkpoint is now init_from with optimizer_state: keep")
+        return data
+
     @model_validator(mode="after")
     def _one_starting_point(self) -> TrainJob:
-        if self.init_from and self.init_from_checkpoint:
-            raise ValueError("set at most one of init_from (weights) and init_from_checkpoint (weights + optimizer)")
-        if self.init_from_checkpoint and self.freeze:
-            raise ValueError("init_from_checkpoint keeps the optimizer state of all parameters: it cannot freeze some")
+        if self.optimizer_state == "keep" and not self.init_from:
+            raise ValueError("optimizer_state: keep needs init_from (a run or checkpoint whose optimizer to keep)")
+        if self.optimizer_state == "keep" and self.freeze:
+            raise ValueError("optimizer_state: keep carries the optimizer state of all parameters: it cannot freeze some")
         return self
 
     @model_validator(mode="after")
@@ -195,6 +203,16 @@ class TrainJob(Spec):
     @property
     def run_url(self) -> str:
         return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def init_export(self) -> str | None:
+        """The export whose weights a fresh run starts from (`init_from` resolved by `train.run.train`)."""
+        return self.init_from if self.optimizer_state == "reset" else None
+
+    @property
+    def init_checkpoint(self) -> str | None:
+        """The checkpoint whose weights and optimizer a fresh run starts from (resolved as `init_export`)."""
+        return self.init_from if self.optimizer_state == "keep" else None
 
     @property
     def worker_range(self) -> tuple[int, int]:

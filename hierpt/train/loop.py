@@ -93,15 +93,15 @@ def restore(
     job: TrainJob, model_config, tokenizer: BPETokenizer | None, world_size: int
 ) -> tuple[object, checkpoint.TrainState | None]:
     """The engine and where training starts: the run's latest checkpoint (weights, optimizer, step and data
-    position); else `init_from_checkpoint` (weights and optimizer, data from the start); else the spec's model,
-    from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
-    given = job.init_from_checkpoint
+    position); else `init_from` with `optimizer_state: keep` (weights and optimizer, data from the start); else
+    the spec's model, from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
+    given = job.init_checkpoint
     with checkpoint.latest_committed() as resume, checkpoint.from_url(None if resume else given) as initial:
         if initial is not None and initial.state.model != model_config.to_dict():
-            raise ValueError(f"init_from_checkpoint {given} holds another model than model: {job.model}")
+            raise ValueError(f"init_from {given} holds another model than model: {job.model}")
         if initial is not None and tokenizer is not None:
             found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
-            check_same_tokenizer(found, f"init_from_checkpoint {given}", tokenizer)
+            check_same_tokenizer(found, f"init_from {given}", tokenizer)
         restored = resume or initial
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
         engine = build_engine(job, model, world_size, checkpoint.needs_universal(restored, world_size))
@@ -120,8 +120,8 @@ def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokeniz
 
 
 def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fresh_start: bool) -> torch.nn.Module:
-    """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
-    if not (fresh_start and job.init_from):
+    """The model from the spec; on a fresh start from an export (`init_from`), with its weights loaded."""
+    if not (fresh_start and job.init_export):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
         model = job.model.model_family.model_type(model_config)
     else:

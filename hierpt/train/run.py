@@ -26,7 +26,8 @@ from hierpt.train.lease import Lease
 def train(job: TrainJob) -> dict:
     manifest = read_manifest(job.data.shards)
     model_config = job.model.build_config(manifest, job.data.shards)  # once per run: the workers receive it
-    if job.init_from:
+    job = resolve_start(job)
+    if job.init_export:
         check_init_from(job, model_config)
     with Lease(job.run_url):
         previous = check_previous_run(job, model_config, manifest.fingerprint)
@@ -90,6 +91,17 @@ def summarize(job: TrainJob, result) -> dict:
     if job.export_to:
         summary["export_path"] = checkpoint.export(checkpoint.resolve(job.run_url), job.export_to)
     return summary
+
+
+def resolve_start(job: TrainJob) -> TrainJob:
+    """`init_from` made what the workers load: with `optimizer_state: keep` a checkpoint (a run: its latest),
+    else an export (a run or checkpoint is exported once, to <run>/init-export)."""
+    if job.init_checkpoint:
+        return job.model_copy(update={"init_from": checkpoint.resolve_checkpoint(job.init_checkpoint)})
+    if job.init_export:
+        export = checkpoint.resolve_export(job.init_export, f"{job.run_url}/init-export")
+        return job.model_copy(update={"init_from": export})
+    return job
 
 
 def check_init_from(job: TrainJob, model_config) -> None:

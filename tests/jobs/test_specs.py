@@ -166,13 +166,21 @@ def test_relative_local_paths_become_absolute_before_a_spec_travels(tmp_path, mo
 
 
 def test_keeping_the_optimizer_needs_a_checkpoint_and_no_frozen_modules():
-    from hierpt.jobs.execute import as_train_job
+    from hierpt.train.run import resolve_start
 
     spec = parse_spec({**PRETRAIN, "kind": "continued_pretrain", "init_from": "/no/such/run", "optimizer_state": "keep"})
     with pytest.raises(ValueError, match="optimizer_state: keep needs a run or checkpoint"):
-        as_train_job(spec)
+        resolve_start(spec)
     with pytest.raises(ValueError, match="cannot freeze"):
-        parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt", "freeze": ["backbone"]})
+        parse_spec({**PRETRAIN, "init_from": "/ckpt", "optimizer_state": "keep", "freeze": ["backbone"]})
+    with pytest.raises(ValueError, match="optimizer_state: keep needs init_from"):
+        parse_spec({**PRETRAIN, "optimizer_state": "keep"})
+
+
+def test_the_old_starting_point_field_is_refused_naming_the_new_one():
+    renamed = r"^spec: \(top level\): init_from_checkpoint is now init_from with optimizer_state: keep$"
+    with pytest.raises(ValueError, match=renamed):
+        parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt"})
 
 
 @pytest.mark.integration
