@@ -97,7 +97,6 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     from hierpt.eval.perturb import PERTURBATIONS
     from hierpt.model.export import load_any_export
     from hierpt.model.family import continue_texts
-    from hierpt.model.generate import SamplingConfig
     from hierpt.train import checkpoint
 
     targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
@@ -126,7 +125,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
             from hierpt.eval.harness import run_tasks
 
             result["tasks"] = run_tasks(model, tokenizer, spec.tasks, spec.task_dirs, spec.task_limit)
-        texts = continue_texts(model, tokenizer, spec.prompts, SamplingConfig(max_words=24)) if spec.prompts else []
+        texts = continue_texts(model, tokenizer, spec.prompts, spec.sampling) if spec.prompts else []
         result["samples"] = {p: p + text for p, text in zip(spec.prompts, texts)}
         result["step"], result["source"] = step, source
         with fsspec.open(f"{url}.partial", "w") as f:  # renamed when complete: a results file is never partial
