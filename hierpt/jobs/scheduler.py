@@ -208,16 +208,15 @@ class Scheduler:
         for job in self.store.jobs(kind=None):
             if job.kind not in TRAINING or not job.spec.get("evaluate") or job.evals_queued:
                 continue
-            settings = job.spec["evaluate"]
-            run_url = f"{job.spec['storage'].rstrip('/')}/{job.spec['name']}"
-            for step, checkpoint in committed_checkpoints(run_url):
+            training = parse_spec(job.spec)
+            for step, checkpoint in committed_checkpoints(training.run_url):
                 spec = EvalJob(
                     kind="eval",
                     checkpoint=checkpoint,
-                    output=f"{run_url}/evals/step-{step:08d}",
-                    env=job.spec.get("env", []),
-                    env_visible_to_cluster_users=job.spec.get("env_visible_to_cluster_users", []),
-                    **settings,
+                    output=f"{training.run_url}/evals/step-{step:08d}",
+                    env=training.env,
+                    env_visible_to_cluster_users=training.env_visible_to_cluster_users,
+                    **training.evaluate.model_dump(),
                 )
                 self.store.add_job(
                     f"{job.job_id}-eval-{step:08d}",
