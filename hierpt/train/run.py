@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from hierpt.data.shards import read_manifest
-from hierpt.storage_env import storage_settings
+from hierpt.storage_env import s3_location, storage_settings
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
 from hierpt.train.lease import Lease
@@ -144,11 +144,8 @@ def ray_storage(storage: str) -> dict:
         return {"storage_path": storage}
     from pyarrow.fs import S3FileSystem
 
-    env = os.environ.get
-    filesystem = S3FileSystem(
-        region=env("AWS_REGION") or env("AWS_DEFAULT_REGION"),
-        endpoint_override=env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
-    )
+    region, endpoint = s3_location()
+    filesystem = S3FileSystem(region=region, endpoint_override=endpoint)
     return {"storage_path": storage.removeprefix("s3://"), "storage_filesystem": filesystem}
 
 
