@@ -158,11 +158,10 @@ def _scheduler(args: argparse.Namespace):
     from hierpt.jobs.scheduler import Scheduler, connect
     from hierpt.jobs.store import Store
 
-    from hierpt.ray_session import check_answers
+    from hierpt.ray_session import named_cluster
 
-    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")  # as `ray job`
-    if address and address != "auto":
-        check_answers(address)  # seconds, not Ray's 30 s GCS wait and its C++ warnings
+    # as `ray job` reads them; checked in seconds, not Ray's 30 s GCS wait and its C++ warnings
+    address = named_cluster(args.address or os.environ.get("RAY_API_SERVER_ADDRESS"), allow_jobs_api=True)
     return Scheduler(Store(args.db), connect(address), entrypoint=args.entrypoint)
 
 
