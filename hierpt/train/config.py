@@ -176,7 +176,7 @@ class TrainJob(Spec):
         if self.optimizer_state == "keep" and not self.init_from:
             raise ValueError("optimizer_state: keep needs init_from (a run or checkpoint whose optimizer to keep)")
         if self.optimizer_state == "keep" and self.freeze:
-            raise ValueError("optimizer_state: keep carries the optimizer state of all parameters: it cannot freeze some")
+            raise ValueError("optimizer_state: keep carries every parameter's optimizer state: it cannot freeze some")
         return self
 
     @model_validator(mode="after")

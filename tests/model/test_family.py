@@ -6,6 +6,7 @@ import torch
 from hierpt.data.shards import Manifest, TokenShards
 from hierpt.model.family import FAMILIES, continue_texts, family_of
 from hierpt.model.generate import SamplingConfig
+from hierpt.splitting import words_to_tensors
 
 TOKENS = TokenShards(tokenizer="tokenizer.json", tokenizer_sha256="0" * 64, vocab_size=300, seq_tokens=93)
 
@@ -70,3 +71,12 @@ def test_continue_texts_dispatches_on_the_models_family():
     model = hat.model_type(hat.config("tiny")).eval()
     sampling = SamplingConfig(max_words=3)
     assert continue_texts(model, None, ["The "], sampling) == hat.generate(model, None, ["The "], sampling)
+
+
+def test_both_families_predict_the_logits_and_targets_of_the_same_positions():
+    torch.manual_seed(0)
+    hat, baseline = (family.model_type(family.config("tiny")).eval() for family in FAMILIES.values())
+    logits, targets = hat.predict(*words_to_tensors([[b"ab", b"c", b"de"]], hat.config.max_word_bytes))
+    assert logits.shape[:-1] == targets.shape and logits.shape[-1] == 256
+    logits, targets = baseline.predict(torch.tensor([[5, 6, 7]]))
+    assert logits.shape[:-1] == targets.shape and targets.tolist() == [[6, 7]]
