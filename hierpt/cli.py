@@ -121,17 +121,18 @@ def _compute_match(args: argparse.Namespace) -> None:
 
 
 def _hat_config(name_or_spec: str):
-    """A HAT preset by name, or the model of a HAT training spec."""
+    """A HAT preset by name, or the model of a HAT training spec, shaped as its shards."""
     from hierpt.model.hat import HATConfig
 
     if not name_or_spec.endswith((".yaml", ".yml")):
         return HATConfig.from_name(name_or_spec)
+    from hierpt.data.shards import read_manifest
     from hierpt.jobs.specs import load_spec
 
     spec = load_spec(name_or_spec)
     if getattr(spec, "model", None) is None or spec.model.family != "hat":
         raise ValueError(f"{name_or_spec}: not a training spec of a HAT")
-    return spec.model.build_config()
+    return spec.model.build_config(read_manifest(spec.data.shards), spec.data.shards)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -157,11 +158,10 @@ def _scheduler(args: argparse.Namespace):
     from hierpt.jobs.scheduler import Scheduler, connect
     from hierpt.jobs.store import Store
 
-    from hierpt.ray_session import check_answers
+    from hierpt.ray_session import named_cluster
 
-    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")  # as `ray job`
-    if address and address != "auto":
-        check_answers(address)  # seconds, not Ray's 30 s GCS wait and its C++ warnings
+    # as `ray job` reads them; checked in seconds, not Ray's 30 s GCS wait and its C++ warnings
+    address = named_cluster(args.address or os.environ.get("RAY_API_SERVER_ADDRESS"), allow_jobs_api=True)
     store = Store(args.db, create=args.action in ("submit", "watch"))  # the others act on recorded jobs only
     return Scheduler(store, connect(address), entrypoint=args.entrypoint)
 

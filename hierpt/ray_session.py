@@ -21,12 +21,13 @@ from contextlib import contextmanager
 ANSWER_TIMEOUT_S = 5.0  # a named cluster that does not take a connection within this fails, naming its address
 
 
-def named_cluster() -> str | None:
-    """RAY_ADDRESS if set, checked: a driver's address, and (unless `auto`) one that takes a connection."""
-    address = os.environ.get("RAY_ADDRESS", "").strip()
+def named_cluster(address: str | None = None, allow_jobs_api: bool = False) -> str | None:
+    """`address`, else RAY_ADDRESS, if set, checked: (unless `auto`) one that takes a connection, and a driver's
+    address unless `allow_jobs_api` (`hierpt jobs`, which submits to the dashboard)."""
+    address = (address or os.environ.get("RAY_ADDRESS", "")).strip()
     if not address:
         return None
-    if address.startswith(("http://", "https://")):
+    if not allow_jobs_api and address.startswith(("http://", "https://")):
         raise ValueError(
             f"RAY_ADDRESS={address} is a Jobs API (dashboard) address: for `hierpt jobs` set "
             f"RAY_API_SERVER_ADDRESS={address} instead; to run this command on that cluster set RAY_ADDRESS to its "

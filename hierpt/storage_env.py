@@ -25,6 +25,14 @@ def storage_settings() -> dict[str, str]:
     return {name: os.environ[name] for name in SETTINGS if name in os.environ}
 
 
+def s3_location() -> tuple[str | None, str | None]:
+    """(region, endpoint) of the object store in this process's settings, as botocore reads them: the
+    S3-specific endpoint first, and no credentials (for a filesystem that travels to other processes)."""
+    env = storage_settings()
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    return region, env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+
+
 def looks_secret(name: str) -> bool:
     return name in SECRETS or bool(SECRET_NAME.search(name))
 

@@ -32,6 +32,15 @@ def test_a_jobs_api_address_is_refused_saying_what_to_set(monkeypatch):
     assert "\n" not in str(refused.value)
 
 
+def test_the_jobs_api_takes_its_dashboard_address_checked_like_a_drivers(monkeypatch):
+    from_env, given = ("http://" + _dead_address() for _ in range(2))
+    monkeypatch.setenv("RAY_ADDRESS", from_env)
+    with pytest.raises(ConnectionError, match=f"cannot reach the Ray cluster at {from_env}"):
+        named_cluster(allow_jobs_api=True)
+    with pytest.raises(ConnectionError, match=f"cannot reach the Ray cluster at {given}"):
+        named_cluster(given, allow_jobs_api=True)  # the address given comes before RAY_ADDRESS
+
+
 @pytest.mark.parametrize("prefix", ["", "ray://"])
 def test_a_dead_cluster_fails_within_seconds_naming_its_address(monkeypatch, prefix):
     address = prefix + _dead_address()

@@ -90,8 +90,8 @@ def check_resumable(state: LoaderState, manifest: Manifest, url: str) -> None:
     if state.order_version != ORDER_VERSION:
         raise ValueError(
             f"the checkpoint's data order is version {state.order_version}, this hierpt computes version "
-            f"{ORDER_VERSION}: resuming would repeat and skip samples (start a new run; init_from_checkpoint keeps "
-            "its weights and optimizer)"
+            f"{ORDER_VERSION}: resuming would repeat and skip samples (start a new run; init_from with "
+            "optimizer_state: keep keeps its weights and optimizer)"
         )
 
 

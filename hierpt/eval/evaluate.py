@@ -148,12 +148,11 @@ def score_baseline(
             d, start = pieces[i]
             tokens[row, : lengths[i]] = documents[d][start : start + lengths[i]]
         token_bytes = byte_counts[tokens.clamp(min=0)].to(device)
-        logits = model.predict(tokens.to(device))
+        logits, targets = model.predict(tokens.to(device))
         right = logits.argmax(-1).cpu() == tokens[:, 1:]
-        tokens = tokens.to(device)
         for row, i in enumerate(index):  # each row is one text's window
             d, start = pieces[i]
-            sums[d].add(model.score(logits[row : row + 1], tokens[row : row + 1], token_bytes[row : row + 1]))
+            sums[d].add(model.score(logits[row : row + 1], targets[row : row + 1], token_bytes[row : row + 1, 1:]))
             correct[d][start + 1 : start + lengths[i]] = right[row, : lengths[i] - 1]
     for text, doc, doc_correct, doc_sums in zip(texts, documents, correct, sums):
         doc_sums.add_words(*_words_correct(text, byte_counts[doc], doc_correct))

@@ -134,8 +134,8 @@ def score_baseline(
         for row, w in enumerate(batch):
             tokens[row, : len(w.units)] = torch.tensor(w.units)
             positions[row, : len(w.units)] = torch.tensor(w.offsets)
-        logits = model.predict(tokens.to(device)).float()
-        targets = tokens[:, 1:]
+        logits, _ = model.predict(tokens.to(device))
+        logits, targets = logits.float(), tokens[:, 1:]
         first = torch.tensor([firsts[w.request] for w in batch])[:, None]
         counted = (targets != IGNORE) & (positions[:, 1:] >= first)
         logp = F.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).to(device)[..., None])[..., 0].cpu()

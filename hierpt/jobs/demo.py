@@ -1,8 +1,8 @@
 """The main job on the embedded default: the whole pipeline on one machine, in a few minutes.
 
-Local Ray -> the built-in sample corpus -> prep (Ray Data) -> 2-worker ZeRO-2 training of `tiny` with a
-worker SIGKILLed midway and resumed automatically -> export -> eval on held-out text -> generation.
-The last line printed is one JSON object (resumed_from_step, final_loss, steps, export_path, ...).
+The demo is a job spec (`demo.yaml` beside this file) run by the executor every spec runs through; this
+module writes the built-in sample corpus and its recipe, points the spec at a working directory, and prints
+the summary. The last line printed is one JSON object (resumed_from_step, final_loss, steps, export_path, ...).
 """
 
 from __future__ import annotations
@@ -11,93 +11,65 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+import fsspec
+import yaml
+
+SPEC = Path(__file__).with_name("demo.yaml")
+TRAINING_STAGE = 1  # the index of the pretrain stage in demo.yaml
+MIN_STEPS = 8  # a checkpoint every quarter of the run and the kill between the first two need 8 steps
 
 
-class DemoConfig(BaseModel):
-    """Checkpoints every quarter of the run; the injected SIGKILL of the last worker falls 3/8 into it (between
-    the first and second checkpoint: 45 of 120 steps), whatever `steps` is."""
+def demo_spec(workdir: Path, steps: int | None = None):
+    """demo.yaml with its paths under `workdir`; `steps` rescales the run, its checkpoints and the kill."""
+    from hierpt.jobs.specs import absolute_paths, apply_overrides, parse_spec
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    workdir: str = "runs/demo"
-    preset: str = "tiny"
-    workers: int = Field(2, ge=1)
-    steps: int = Field(120, ge=8)
-    global_batch: int = Field(8, ge=1)
-    kill: bool = True
-    train_kb_per_language: int = Field(150, ge=1)
-    prompt: str = "The"
-
-    @property
-    def checkpoint_every(self) -> int:
-        return self.steps // 4
-
-    @property
-    def kill_at_step(self) -> int:
-        return 3 * self.steps // 8
+    raw = absolute_paths(yaml.safe_load(SPEC.read_text()), workdir)
+    if steps is not None:
+        if steps < MIN_STEPS:
+            raise ValueError(f"the demo needs at least {MIN_STEPS} steps (a checkpoint every quarter), got {steps}")
+        stage = f"stages.{TRAINING_STAGE}"
+        rescaled = {"steps": steps, "checkpoint.every": steps // 4, "faults.0.at_step": 3 * steps // 8}
+        raw = apply_overrides(raw, [f"{stage}.{field}={value}" for field, value in rescaled.items()])
+    return parse_spec(raw, str(SPEC))
 
 
-def run_demo(config: DemoConfig) -> dict:
-    from hierpt.data.prep import prepare
+def write_corpus(workdir: Path) -> None:
+    """The sample corpus without the held-back language (fi: for continued pretraining) in its training
+    split, held-out text of all languages, and a recipe cutting it to the tiny preset's shape."""
     from hierpt.data.sample_corpus import HELD_BACK, LANGUAGES, sample_recipe, write_sample_corpus
-    from hierpt.eval.evaluate import evaluate_model
-    from hierpt.model.export import load_export
-    from hierpt.model.generate import SamplingConfig, generate_text
     from hierpt.model.hat import HATConfig
-    from hierpt.ray_session import ray_session
-    from hierpt.train.config import (
-        CheckpointSpec,
-        DataSpec,
-        FaultSpec,
-        ModelSpec,
-        OptimizerSpec,
-        TrainJob,
-    )
-    from hierpt.train.run import train
 
-    workdir = Path(config.workdir).resolve()
     corpus = workdir / "corpus"
-    languages = tuple(lang for lang in LANGUAGES if lang not in HELD_BACK)  # fi: for continued pretraining
-    write_sample_corpus(corpus, train_bytes=config.train_kb_per_language * 1000, eval_bytes=10_000)
-    heldout = corpus / "heldout.jsonl"  # all languages, the held-back one included: it shows what was not seen
+    write_sample_corpus(corpus, train_bytes=150_000, eval_bytes=10_000)
+    tiny = HATConfig.from_name("tiny")
+    languages = tuple(lang for lang in LANGUAGES if lang not in HELD_BACK)
+    recipe = sample_recipe(corpus, languages, max_word_bytes=tiny.max_word_bytes, seq_words=tiny.seq_words)
+    (corpus / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
-    model = HATConfig.from_name(config.preset)
-    recipe = sample_recipe(corpus, languages, max_word_bytes=model.max_word_bytes, seq_words=model.seq_words)
-    shards = str(workdir / "shards")
-    job = TrainJob(
-        name="tiny-demo",
-        storage=str(workdir / "runs"),
-        model=ModelSpec(preset=config.preset),
-        data=DataSpec(shards=shards),
-        optimizer=OptimizerSpec(lr=3e-3, warmup_steps=5, weight_decay=0.0),
-        global_batch=config.global_batch,
-        micro_batch=2,
-        steps=config.steps,
-        zero_stage=2,
-        num_workers=config.workers,
-        checkpoint=CheckpointSpec(every=config.checkpoint_every, keep_last=2),
-        log_every=10,  # Ray reports (a barrier across workers) every 10 steps; the progress bar shows every step
-        faults=[FaultSpec(kill_rank=config.workers - 1, at_step=config.kill_at_step)] if config.kill else [],
-        export_to=str(workdir / "export"),
-    )
-    with ray_session():  # one Ray for both stages; worker output (the training progress) shows here
-        manifest = prepare(recipe, shards, workers=config.workers)
-        summary = train(job)
-    exported = load_export(summary["export_path"])
-    evaluation = evaluate_model(exported, None, str(heldout))
-    sampling = SamplingConfig(max_words=20, temperature=0.8, top_p=0.95)  # greedy loops on a model this small
-    sample = generate_text(exported, config.prompt, sampling)
+
+def run_demo(workdir: str, steps: int | None = None) -> dict:
+    from hierpt.jobs.execute import execute
+    from hierpt.ray_session import ray_session
+
+    root = Path(workdir).resolve()
+    spec = demo_spec(root, steps)
+    write_corpus(root)
+    with ray_session():  # one Ray for all stages; worker output (the training progress) shows here
+        summary = execute(spec)
+    stages = dict(zip((stage.kind for stage in spec.jobs()), summary["stages"]))
+    with fsspec.open(stages["eval"]["results"][0]) as f:
+        evaluation = json.load(f)
     return {
-        **summary,
-        "shard_rows": manifest.total_rows,
+        **stages["pretrain"],
+        "shard_rows": stages["prep"]["rows"],
         "heldout_bits_per_byte": evaluation["bits_per_byte"],
-        "sample": config.prompt + sample,
+        "sample": next(iter(evaluation["samples"].values())),
     }
 
 
 def main(workdir: str, steps: int | None = None) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # one machine: keep Ray on 127.0.0.1
-    result = run_demo(DemoConfig(workdir=workdir, **({"steps": steps} if steps else {})))
+    result = run_demo(workdir, steps)
     print(f"held-out bits/byte: {json.dumps(result['heldout_bits_per_byte'])}")
     print(f"sample: {result['sample']!r}")
     print(json.dumps(result))

@@ -61,41 +61,8 @@ def run_experiment(spec: ExperimentJob) -> dict:
 
 
 def as_train_job(spec: PretrainJob | ContinuedPretrainJob) -> TrainJob:
-    """The plain training spec; a continued run starting from another run first exports that run's weights."""
-    fields = spec.model_dump(include=set(TrainJob.model_fields))
-    if isinstance(spec, ContinuedPretrainJob) and spec.optimizer_state == "keep":
-        fields["init_from_checkpoint"] = resolve_checkpoint(spec.init_from)
-    elif isinstance(spec, ContinuedPretrainJob):
-        fields["init_from"] = resolve_export(spec.init_from, f"{spec.run_url}/init-export")
-    return TrainJob.model_validate(fields)
-
-
-def resolve_export(source: str, export_to: str) -> str:
-    """An export directory as it is; a run or checkpoint directory exported to `export_to`, unless an export
-    of that very checkpoint (a run: its latest) is already there."""
-    from hierpt.model.export import CONFIG, read_export_document
-    from hierpt.train import checkpoint
-
-    fs, root = fsspec.core.url_to_fs(source)
-    if fs.exists(f"{root}/{CONFIG}"):
-        return source
-    resolved = checkpoint.resolve(source)
-    target_fs, target_root = fsspec.core.url_to_fs(export_to)
-    if target_fs.exists(f"{target_root}/{CONFIG}"):
-        if read_export_document(export_to).get("hierpt", {}).get("source_checkpoint") == resolved.path:
-            return export_to
-    checkpoint.export(resolved, export_to)
-    return export_to
-
-
-def resolve_checkpoint(source: str) -> str:
-    """A checkpoint directory as it is, or a run's latest committed checkpoint (exports hold no optimizer)."""
-    from hierpt.train import checkpoint
-
-    try:
-        return checkpoint.url(checkpoint.resolve(source))
-    except FileNotFoundError as error:
-        raise ValueError(f"optimizer_state: keep needs a run or checkpoint to continue from: {error}") from None
+    """The plain training spec, without the submission fields."""
+    return TrainJob.model_validate(spec.model_dump(include=set(TrainJob.model_fields)))
 
 
 def committed_checkpoints(run_url: str) -> list[tuple[int, str]]:
@@ -130,7 +97,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
     from hierpt.eval.perturb import PERTURBATIONS
     from hierpt.model.export import load_any_export, read_export_document
     from hierpt.model.family import continue_texts
-    from hierpt.model.generate import SamplingConfig
+    from hierpt.train import checkpoint
 
     targets = [(None, spec.checkpoint)] if spec.checkpoint else committed_checkpoints(spec.run)
     if not targets:
@@ -147,7 +114,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
         if _evaluated(fs, f"{root}/{name}.json", source, spec):
             written.append(url)
             continue
-        export_path = resolve_export(source, f"{spec.output}/{name}-export")
+        export_path = checkpoint.resolve_export(source, f"{spec.output}/{name}-export")
         model, tokenizer = load_any_export(export_path)  # once, for the metrics and the samples
         perturbations = PERTURBATIONS if spec.robustness else ()
         result = {
@@ -158,7 +125,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
             from hierpt.eval.harness import run_tasks
 
             result["tasks"] = run_tasks(model, tokenizer, spec.tasks, spec.task_dirs, spec.task_limit)
-        texts = continue_texts(model, tokenizer, spec.prompts, SamplingConfig(max_words=24)) if spec.prompts else []
+        texts = continue_texts(model, tokenizer, spec.prompts, spec.sampling) if spec.prompts else []
         result["samples"] = {p: p + text for p, text in zip(spec.prompts, texts)}
         result["step"], result["source"] = step, source
         with fsspec.open(f"{url}.partial", "w") as f:  # renamed when complete: a results file is never partial

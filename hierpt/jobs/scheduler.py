@@ -210,20 +210,19 @@ class Scheduler:
         for job in self.store.jobs(kind=None):
             if job.kind not in TRAINING or not job.spec.get("evaluate") or job.evals_queued:
                 continue
-            settings = job.spec["evaluate"]
-            run_url = f"{job.spec['storage'].rstrip('/')}/{job.spec['name']}"
-            checkpoints = committed_checkpoints(run_url)
-            if job.spec.get("init_from"):
-                checkpoints = [(0, job.spec["init_from"]), *checkpoints]
+            training = parse_spec(job.spec)
+            checkpoints = committed_checkpoints(training.run_url)
+            if training.init_from:
+                checkpoints = [(0, training.init_from), *checkpoints]
             for step, checkpoint in checkpoints:
                 spec = EvalJob(
                     kind="eval",
                     checkpoint=checkpoint,
-                    output=f"{run_url}/evals/step-{step:08d}",
-                    env=job.spec.get("env", []),
-                    env_visible_to_cluster_users=job.spec.get("env_visible_to_cluster_users", []),
-                    tracking=parse_spec(job.spec).run_tracking(),
-                    **settings,
+                    output=f"{training.run_url}/evals/step-{step:08d}",
+                    env=training.env,
+                    env_visible_to_cluster_users=training.env_visible_to_cluster_users,
+                    tracking=training.run_tracking(),
+                    **training.evaluate.model_dump(),
                 )
                 self.store.add_job(
                     f"{job.job_id}-eval-{step:08d}",

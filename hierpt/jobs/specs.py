@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from hierpt.data.recipe import TokenShardSpec
+from hierpt.model.generate import SamplingConfig
 from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials, looks_secret
 from hierpt.train.config import RunTracking, TrainJob, check_run_name
 from hierpt.validation import field_name, first_error
@@ -92,11 +93,13 @@ class PrepJob(Submission):
 
 
 class EvaluateSettings(BaseModel):
-    """What the scheduler evaluates on every committed checkpoint of a training run."""
+    """What an evaluation measures: an eval job's settings, and a training spec's `evaluate:` (the scheduler
+    evaluates every committed checkpoint of the run with them)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    text: str  # held-out JSONL (`text`, `lang`)
+    text: str  # held-out text: JSONL with `text` and `lang` (any UTF-8 text works)
     prompts: list[str] = Field(default_factory=lambda: ["The "])
+    sampling: SamplingConfig = SamplingConfig(max_words=24)  # how the prompts are continued (greedy by default)
     robustness: bool = True
     tasks: list[str] = Field(default_factory=list)  # lm-eval tasks (hierpt/eval/harness.py), e.g. arc_easy
     task_dirs: list[str] = Field(default_factory=list)  # directories of own lm-eval task YAMLs (--include_path)
@@ -115,23 +118,21 @@ class PretrainJob(Submission, TrainJob):
 class ContinuedPretrainJob(Submission, TrainJob):
     """Continue from an export or from another run's latest checkpoint, on new data.
 
-    `init_from` is an export directory or a run URL; `optimizer_state: keep` also carries over the AdamW
-    moments of that run's latest checkpoint; `optimizer.warmup_steps` re-warms the learning rate;
-    `freeze` keeps modules as they are (e.g. the backbone, to adapt only the byte modules to a new script).
+    `init_from` is an export directory, a run URL or a checkpoint; `optimizer_state: keep` also carries over
+    the AdamW moments of that checkpoint (a run: its latest); `optimizer.warmup_steps` re-warms the learning
+    rate; `freeze` keeps modules as they are (e.g. the backbone, to adapt only the byte modules to a new script).
     """
 
     kind: Literal["continued_pretrain"]
     init_from: str
-    optimizer_state: Literal["reset", "keep"] = "reset"  # keep: init_from must be a run or checkpoint
     evaluate: EvaluateSettings | None = None
-    freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)
 
     @property
     def run_name(self) -> str:
         return self.name
 
 
-class EvalJob(Submission):
+class EvalJob(Submission, EvaluateSettings):
     """Evaluate one checkpoint (`checkpoint`) or the committed checkpoints of a run (`run`).
 
     Results already in `output` (same checkpoint, same text) are kept, so a rerun evaluates only new
@@ -144,14 +145,8 @@ class EvalJob(Submission):
     run: str | None = None  # a run URL: its committed checkpoints
     checkpoints: Literal["all", "latest"] = "all"  # of a run: every committed checkpoint, or the latest only
     init_from: str | None = None  # with `run`: an export, run or checkpoint to evaluate as step 0
-    text: str  # held-out text: JSONL with `text` and `lang` (any UTF-8 text works)
     output: str  # where results JSON files go
-    prompts: list[str] = Field(default_factory=lambda: ["The "])
-    robustness: bool = True
     tokenizer: str | None = None  # a BPE tokenizer JSON: adds bytes per token to a HAT's compression numbers
-    tasks: list[str] = Field(default_factory=list)  # lm-eval tasks (hierpt/eval/harness.py): accuracy per checkpoint
-    task_dirs: list[str] = Field(default_factory=list)  # directories of own lm-eval task YAMLs (--include_path)
-    task_limit: int | None = Field(None, ge=1)  # documents per task (all when unset)
     tracking: RunTracking | None = None  # the evaluated run's trackers: results join its curves (set by the scheduler)
 
     @model_validator(mode="after")

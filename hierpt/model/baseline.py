@@ -104,7 +104,7 @@ class Baseline(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
     def forward(self, tokens: torch.Tensor, token_bytes: torch.Tensor) -> BaselineOutput:
-        return self.score(self.predict(tokens), tokens, token_bytes)
+        return self.score(*self.predict(tokens), token_bytes[:, 1:])
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab] for token ids [B, T] (IGNORE after each sequence's end): entry t predicts t+1.
@@ -113,14 +113,13 @@ class Baseline(nn.Module):
         """
         return self.lm_head(self.backbone(self.embed(tokens.clamp(min=0))))
 
-    def predict(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T-1, vocab] of the positions that have a next token."""
-        return self.logits(tokens)[:, :-1]
+    def predict(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, T-1, vocab] and targets [B, T-1] of the positions that have a next token (as `HAT.predict`)."""
+        return self.logits(tokens)[:, :-1], tokens[:, 1:]
 
     @staticmethod
-    def score(logits: torch.Tensor, tokens: torch.Tensor, token_bytes: torch.Tensor) -> BaselineOutput:
-        """Sums over the predicted tokens [B, T-1]; token_bytes [B, T] holds the UTF-8 bytes of each token."""
-        targets = tokens[:, 1:]
+    def score(logits: torch.Tensor, targets: torch.Tensor, target_bytes: torch.Tensor) -> BaselineOutput:
+        """Sums over the predicted tokens [B, T-1]; target_bytes [B, T-1] holds the UTF-8 bytes of each target."""
         valid = targets != IGNORE
         nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
         nll_sum, count = nll.sum(), valid.sum()
@@ -128,7 +127,7 @@ class Baseline(nn.Module):
             loss=nll_sum / count.clamp(min=1),
             nll_sum=nll_sum.detach(),
             targets=count,
-            utf8_bytes=token_bytes[:, 1:][valid].sum(),
+            utf8_bytes=target_bytes[valid].sum(),
             tokens_correct=((logits.argmax(-1) == targets) & valid).sum(),
         )
 

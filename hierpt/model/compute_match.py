@@ -106,11 +106,13 @@ def match_baseline(
 
 
 def baseline_model_spec(config: BaselineConfig) -> dict:
-    """The `model:` block of a job spec for this baseline: the nearest preset (by width) plus what differs."""
+    """The `model:` block of a job spec for this baseline: the nearest preset (by width) plus what differs,
+    less `seq_tokens`, which the token shards fix (`tokens.seq_tokens` of their prep)."""
     from hierpt.model.baseline import PRESETS
 
     preset = min(PRESETS, key=lambda name: abs(PRESETS[name].backbone.dim - config.backbone.dim))
     base, wanted = PRESETS[preset].to_dict(), config.to_dict()
+    del wanted["seq_tokens"]
     overrides = {}
     for key, value in wanted.items():
         if isinstance(value, dict):

@@ -44,36 +44,45 @@ class Family:
         """A token model is meaningless without its tokenizer: shards, checkpoints and exports carry it."""
         return self.unit == "tokens"
 
-    def config(self, preset: str, overrides: dict | None = None):
-        """A preset with field overrides (nested configs merge); unknown fields are named in the error."""
+    def config(self, preset: str, overrides: dict | None = None, shards: Manifest | None = None, url: str = ""):
+        """A preset with field overrides (nested configs merge); unknown fields are named in the error.
+
+        Given the manifest of the shard set at `url`, the shape fields the shards were cut to come from it: an
+        override may repeat one, and one that differs is refused by name. The shards must hold this family's
+        unit, with a vocabulary that fits the config."""
         base = self.config_type.from_name(preset).to_dict()
-        for key, value in (overrides or {}).items():
+        overrides = overrides or {}
+        for key, value in overrides.items():
             if key not in base:
                 raise ValueError(
                     f"model.overrides.{key}: not a {self.config_type.__name__} field ({', '.join(sorted(base))})"
                 )
             base[key] = {**base[key], **value} if isinstance(base[key], dict) else value
-        return self.config_type.from_dict(base)
+        if shards is None:
+            return self.config_type.from_dict(base)
+        self._check_unit(shards, url)
+        for field, prepared in self.shard_shape(shards).items():
+            if overrides.get(field, prepared) != prepared:
+                raise ValueError(
+                    f"model.overrides.{field}={overrides[field]} but the shards {url} were prepared with "
+                    f"{field}={prepared}: drop the override (the shards set it) or re-run prep"
+                )
+            base[field] = prepared
+        config = self.config_type.from_dict(base)
+        if shards.tokens is not None and shards.tokens.vocab_size > config.vocab_size:
+            raise ValueError(
+                f"model vocab_size={config.vocab_size} is smaller than the tokenizer of {url} "
+                f"({shards.tokens.vocab_size} ids): set model.overrides.vocab_size"
+            )
+        return config
 
-    def check_shards(self, config, manifest: Manifest, url: str) -> None:
-        """The shards hold this family's unit, cut to the config's shape, with a vocabulary that fits it."""
-        if manifest.column != self.unit:
-            held, needed = (SHARD_KIND[unit] for unit in (manifest.column, self.unit))
+    def _check_unit(self, shards: Manifest, url: str) -> None:
+        if shards.column != self.unit:
+            held, needed = (SHARD_KIND[unit] for unit in (shards.column, self.unit))
             raise ValueError(
                 f"data.shards {url} holds {held} shards but model.family {self.name} trains on {needed} shards "
                 f"(token shards come from `hierpt prep --seq-tokens`)"
             )
-        if manifest.tokens is not None and manifest.tokens.vocab_size > config.vocab_size:
-            raise ValueError(
-                f"model vocab_size={config.vocab_size} is smaller than the tokenizer of {url} "
-                f"({manifest.tokens.vocab_size} ids): set model.overrides.vocab_size"
-            )
-        for field, prepared in self.shard_shape(manifest).items():
-            if getattr(config, field) != prepared:
-                raise ValueError(
-                    f"model {field}={getattr(config, field)} but the shards {url} were prepared with "
-                    f"{field}={prepared}: set model.overrides.{field} or re-run prep"
-                )
 
     def inputs(self, config, manifest: Manifest, url: str) -> tuple[Collate, BPETokenizer | None]:
         """How the shard set's rows become model inputs, and the tokenizer that travels with the model."""

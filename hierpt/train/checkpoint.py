@@ -256,6 +256,33 @@ def resolve(checkpoint_or_run: str) -> ray.train.Checkpoint:
     return newest_intact(_committed(result), f"run {checkpoint_or_run}")
 
 
+def resolve_export(source: str, export_to: str) -> str:
+    """An export directory as it is; a run or checkpoint directory exported to `export_to`, unless an export
+    of that very checkpoint (a run: its latest) is already there."""
+    import fsspec
+
+    from hierpt.model.export import CONFIG, read_export_document
+
+    fs, root = fsspec.core.url_to_fs(source)
+    if fs.exists(f"{root}/{CONFIG}"):
+        return source
+    resolved = resolve(source)
+    target_fs, target_root = fsspec.core.url_to_fs(export_to)
+    if target_fs.exists(f"{target_root}/{CONFIG}"):
+        if read_export_document(export_to).get("hierpt", {}).get("source_checkpoint") == resolved.path:
+            return export_to
+    export(resolved, export_to)
+    return export_to
+
+
+def resolve_checkpoint(source: str) -> str:
+    """A checkpoint directory as it is, or a run's latest committed checkpoint (exports hold no optimizer)."""
+    try:
+        return url(resolve(source))
+    except FileNotFoundError as error:
+        raise ValueError(f"optimizer_state: keep needs a run or checkpoint to continue from: {error}") from None
+
+
 @contextlib.contextmanager
 def as_export(url: str) -> Iterator[str]:
     """An export as given, or a checkpoint or run directory (see `resolve`) exported into a temporary directory

@@ -21,6 +21,7 @@ from pydantic import (
 
 from torch import nn
 
+from hierpt.data.shards import Manifest
 from hierpt.model.family import FAMILIES, Family, FamilyName
 
 # A run name becomes one directory under `storage`: one path component, never `..` or a nested path.
@@ -43,7 +44,8 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """A family's preset plus field overrides; `build_config` is the one place a model config is made.
 
-    `family: baseline` trains the paper's BPE baseline (hierpt/model/baseline.py) on token shards.
+    The shape fields (`seq_words` and `max_word_bytes`, `seq_tokens`) come from the shards' manifest: a spec
+    leaves them out. `family: baseline` trains the paper's BPE baseline (hierpt/model/baseline.py) on token shards.
     """
 
     family: FamilyName = "hat"
@@ -54,8 +56,9 @@ class ModelSpec(Spec):
     def model_family(self) -> Family:
         return FAMILIES[self.family]
 
-    def build_config(self):
-        return self.model_family.config(self.preset, self.overrides)
+    def build_config(self, shards: Manifest | None = None, url: str = ""):
+        """The model config; with the manifest of the shard set at `url`, shaped as those shards."""
+        return self.model_family.config(self.preset, self.overrides, shards, url)
 
     def build(self) -> nn.Module:
         return self.model_family.model_type(self.build_config())
@@ -142,8 +145,9 @@ class TrainJob(Spec):
     tracking: list[TrackerName] = Field(default_factory=lambda: ["tensorboard"])  # W&B / MLflow beside it, or not
     peak_flops: float | None = None  # per device, for MFU; default from a table (GPU), none on CPU (no MFU)
     faults: list[FaultSpec] = Field(default_factory=list)
-    init_from: str | None = None  # an export dir: start from its weights with a fresh optimizer
-    init_from_checkpoint: str | None = None  # a hierpt checkpoint: its weights *and* optimizer state; fresh data
+    # Where a new run starts, data from the start: an export, a run (its latest checkpoint) or a checkpoint.
+    init_from: str | None = None
+    optimizer_state: Literal["reset", "keep"] = "reset"  # keep: also init_from's AdamW moments (not an export)
     freeze: list[Literal["encoder", "backbone", "decoder"]] = Field(default_factory=list)  # kept as they are
     export_to: str | None = None  # export the final checkpoint here after training
     trace_dir: str | None = None  # debug/test: per-rank JSONL of every executed step (samples, loss)
@@ -183,12 +187,19 @@ class TrainJob(Spec):
     def _storage(cls, value: str) -> str:
         return value if "://" in value else str(Path(value).expanduser().resolve())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_starting_point(cls, data):
+        if isinstance(data, dict) and "init_from_checkpoint" in data:
+            raise ValueError("init_from_checkpoint is now init_from with optimizer_state: keep")
+        return data
+
     @model_validator(mode="after")
     def _one_starting_point(self) -> TrainJob:
-        if self.init_from and self.init_from_checkpoint:
-            raise ValueError("set at most one of init_from (weights) and init_from_checkpoint (weights + optimizer)")
-        if self.init_from_checkpoint and self.freeze:
-            raise ValueError("init_from_checkpoint keeps the optimizer state of all parameters: it cannot freeze some")
+        if self.optimizer_state == "keep" and not self.init_from:
+            raise ValueError("optimizer_state: keep needs init_from (a run or checkpoint whose optimizer to keep)")
+        if self.optimizer_state == "keep" and self.freeze:
+            raise ValueError("optimizer_state: keep carries every parameter's optimizer state: it cannot freeze some")
         return self
 
     @model_validator(mode="after")
@@ -215,6 +226,16 @@ class TrainJob(Spec):
     @property
     def run_url(self) -> str:
         return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def init_export(self) -> str | None:
+        """The export whose weights a fresh run starts from (`init_from` resolved by `train.run.train`)."""
+        return self.init_from if self.optimizer_state == "reset" else None
+
+    @property
+    def init_checkpoint(self) -> str | None:
+        """The checkpoint whose weights and optimizer a fresh run starts from (resolved as `init_export`)."""
+        return self.init_from if self.optimizer_state == "keep" else None
 
     @property
     def worker_range(self) -> tuple[int, int]:

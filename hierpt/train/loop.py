@@ -11,7 +11,7 @@ import ray.train.torch
 import torch
 
 from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
-from hierpt.data.loader import Collate, DeterministicLoader, MicroBatch
+from hierpt.data.loader import DeterministicLoader, MicroBatch
 from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
@@ -23,15 +23,18 @@ from hierpt.train.schedule import lr_at, set_lr
 
 
 def train_worker(config: dict) -> None:
-    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report."""
-    job = TrainJob.model_validate(config)
+    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report.
+
+    `config` holds the job and the model config the driver made from it and the shards (`train.run.train`)."""
+    job = TrainJob.model_validate(config["job"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    model_config = job.model.build_config()
-    collate, tokenizer = shard_inputs(job, model_config)
+    family = job.model.model_family
+    model_config = family.config_type.from_dict(config["model"])
+    collate, tokenizer = family.inputs(model_config, read_manifest(job.data.shards), job.data.shards)
     engine, resumed = restore(job, model_config, tokenizer, world_size)
     start_step = 0 if resumed is None else resumed.step
     loader = DeterministicLoader(
@@ -90,29 +93,21 @@ def restore(
     job: TrainJob, model_config, tokenizer: BPETokenizer | None, world_size: int
 ) -> tuple[object, checkpoint.TrainState | None]:
     """The engine and where training starts: the run's latest checkpoint (weights, optimizer, step and data
-    position); else `init_from_checkpoint` (weights and optimizer, data from the start); else the spec's model,
-    from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
-    given = job.init_from_checkpoint
+    position); else `init_from` with `optimizer_state: keep` (weights and optimizer, data from the start); else
+    the spec's model, from `init_from`'s weights or seeded fresh ones. Returns (engine, the resumed state or None)."""
+    given = job.init_checkpoint
     with checkpoint.latest_committed() as resume, checkpoint.from_url(None if resume else given) as initial:
         if initial is not None and initial.state.model != model_config.to_dict():
-            raise ValueError(f"init_from_checkpoint {given} holds another model than model: {job.model}")
+            raise ValueError(f"init_from {given} holds another model than model: {job.model}")
         if initial is not None and tokenizer is not None:
             found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
-            check_same_tokenizer(found, f"init_from_checkpoint {given}", tokenizer)
+            check_same_tokenizer(found, f"init_from {given}", tokenizer)
         restored = resume or initial
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
         engine = build_engine(job, model, world_size, checkpoint.needs_universal(restored, world_size))
         if restored is not None:
             checkpoint.load(engine, restored, world_size)
     return engine, None if resume is None else resume.state
-
-
-def shard_inputs(job: TrainJob, model_config) -> tuple[Collate, BPETokenizer | None]:
-    """How the shard set's rows become model inputs (after checking they fit the model), and the tokenizer of
-    a family that has one."""
-    manifest = read_manifest(job.data.shards)
-    job.model.model_family.check_shards(model_config, manifest, job.data.shards)
-    return job.model.model_family.inputs(model_config, manifest, job.data.shards)
 
 
 def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokenizer) -> None:
@@ -125,8 +120,8 @@ def check_same_tokenizer(found: BPETokenizer, source: str, tokenizer: BPETokeniz
 
 
 def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fresh_start: bool) -> torch.nn.Module:
-    """The model from the spec; on a fresh start with `init_from`, with the exported weights loaded."""
-    if not (fresh_start and job.init_from):
+    """The model from the spec; on a fresh start from an export (`init_from`), with its weights loaded."""
+    if not (fresh_start and job.init_export):
         torch.manual_seed(job.seed)  # every rank and every restart starts from the same weights
         model = job.model.model_family.model_type(model_config)
     else:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from hierpt.data.shards import read_manifest
-from hierpt.storage_env import storage_settings
+from hierpt.storage_env import s3_location, storage_settings
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
 from hierpt.train.lease import Lease
@@ -25,19 +25,19 @@ from hierpt.train.lease import Lease
 
 def train(job: TrainJob) -> dict:
     manifest = read_manifest(job.data.shards)
-    model_config = job.model.build_config()  # once here; each worker builds its own from the same spec
-    job.model.model_family.check_shards(model_config, manifest, job.data.shards)  # before any worker starts
-    if job.init_from:
+    model_config = job.model.build_config(manifest, job.data.shards)  # once per run: the workers receive it
+    job = resolve_start(job)
+    if job.init_export:
         check_init_from(job, model_config)
     with Lease(job.run_url):
         previous = check_previous_run(job, model_config, manifest.fingerprint)
         if previous is not None and previous.step >= job.steps:
             print(f"run {job.run_url} already finished {previous.step} steps: nothing to train", flush=True)
             return summarize(job, checkpoint.run_result(job.run_url))
-        return fit(job)
+        return fit(job, model_config)
 
 
-def fit(job: TrainJob) -> dict:
+def fit(job: TrainJob, model_config) -> dict:
     import ray
 
     from hierpt.ray_session import ray_session
@@ -45,11 +45,11 @@ def fit(job: TrainJob) -> dict:
     with ray_session():
         os.environ.update(controller_env(job))
         use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        result = _trainer(job, use_gpu).fit()
+        result = _trainer(job, model_config, use_gpu).fit()
     return summarize(job, result)
 
 
-def _trainer(job: TrainJob, use_gpu: bool):
+def _trainer(job: TrainJob, model_config, use_gpu: bool):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -57,7 +57,7 @@ def _trainer(job: TrainJob, use_gpu: bool):
 
     return TorchTrainer(
         train_worker,
-        train_loop_config=job.model_dump(mode="json"),
+        train_loop_config={"job": job.model_dump(mode="json"), "model": model_config.to_dict()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=job.num_workers, use_gpu=use_gpu,
@@ -91,6 +91,17 @@ def summarize(job: TrainJob, result) -> dict:
     if job.export_to:
         summary["export_path"] = checkpoint.export(checkpoint.resolve(job.run_url), job.export_to)
     return summary
+
+
+def resolve_start(job: TrainJob) -> TrainJob:
+    """`init_from` made what the workers load: with `optimizer_state: keep` a checkpoint (a run: its latest),
+    else an export (a run or checkpoint is exported once, to <run>/init-export)."""
+    if job.init_checkpoint:
+        return job.model_copy(update={"init_from": checkpoint.resolve_checkpoint(job.init_checkpoint)})
+    if job.init_export:
+        export = checkpoint.resolve_export(job.init_export, f"{job.run_url}/init-export")
+        return job.model_copy(update={"init_from": export})
+    return job
 
 
 def check_init_from(job: TrainJob, model_config) -> None:
@@ -133,11 +144,8 @@ def ray_storage(storage: str) -> dict:
         return {"storage_path": storage}
     from pyarrow.fs import S3FileSystem
 
-    env = os.environ.get
-    filesystem = S3FileSystem(
-        region=env("AWS_REGION") or env("AWS_DEFAULT_REGION"),
-        endpoint_override=env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
-    )
+    region, endpoint = s3_location()
+    filesystem = S3FileSystem(region=region, endpoint_override=endpoint)
     return {"storage_path": storage.removeprefix("s3://"), "storage_filesystem": filesystem}
 
 

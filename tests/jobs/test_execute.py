@@ -41,13 +41,13 @@ stages:
   - {kind: prep, recipe: recipe.yaml, output: shards/tokens, tokens: {seq_tokens: 80, vocab_size: 400}}
   - kind: pretrain
     name: hat
-    model: {preset: tiny, overrides: {seq_words: 64, max_word_bytes: 100}}
+    model: {preset: tiny}  # seq_words 64 and max_word_bytes 100 (not the preset's 32) from the shards
     data: {shards: shards/words}
     <<: &train
       {storage: runs, global_batch: 4, micro_batch: 2, steps: 2, num_workers: 1, checkpoint: {every: 1, keep_last: 2}}
   - kind: pretrain
     name: bpe
-    model: {family: baseline, preset: tiny, overrides: {seq_tokens: 80, backbone: {layers: 1}}}
+    model: {family: baseline, preset: tiny, overrides: {backbone: {layers: 1}}}
     data: {shards: shards/tokens}
     <<: *train
   - {kind: eval, run: runs/hat, text: corpus/heldout.jsonl, output: runs/hat/evals, robustness: false}

@@ -166,13 +166,21 @@ def test_relative_local_paths_become_absolute_before_a_spec_travels(tmp_path, mo
 
 
 def test_keeping_the_optimizer_needs_a_checkpoint_and_no_frozen_modules():
-    from hierpt.jobs.execute import as_train_job
+    from hierpt.train.run import resolve_start
 
     spec = parse_spec({**PRETRAIN, "kind": "continued_pretrain", "init_from": "/no/such/run", "optimizer_state": "keep"})
     with pytest.raises(ValueError, match="optimizer_state: keep needs a run or checkpoint"):
-        as_train_job(spec)
+        resolve_start(spec)
     with pytest.raises(ValueError, match="cannot freeze"):
-        parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt", "freeze": ["backbone"]})
+        parse_spec({**PRETRAIN, "init_from": "/ckpt", "optimizer_state": "keep", "freeze": ["backbone"]})
+    with pytest.raises(ValueError, match="optimizer_state: keep needs init_from"):
+        parse_spec({**PRETRAIN, "optimizer_state": "keep"})
+
+
+def test_the_old_starting_point_field_is_refused_naming_the_new_one():
+    renamed = r"^spec: \(top level\): init_from_checkpoint is now init_from with optimizer_state: keep$"
+    with pytest.raises(ValueError, match=renamed):
+        parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt"})
 
 
 @pytest.mark.integration
@@ -193,7 +201,8 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
     manifest = prepare(load_recipe(str(recipe_path)), str(tmp_path / "shards"), workers=2, tokens=token_prep.tokens)
 
     bytes_per_word, bytes_per_token = manifest.bytes_per_word, manifest.bytes_per_token
-    hat_config, bpe_config = hat.model.build_config(), bpe.model.build_config()
+    words = manifest.model_copy(update={"tokens": None})  # the word shards of the same recipe have its shape
+    hat_config, bpe_config = hat.model.build_config(words, "words"), bpe.model.build_config(manifest, "tokens")
     deviation = baseline_flops_per_byte(bpe_config, bytes_per_token) / hat_flops_per_byte(hat_config, bytes_per_word)
     assert abs(deviation - 1) <= TOLERANCE
     sequence_bytes = bpe_config.seq_tokens * bytes_per_token / (hat_config.seq_words * bytes_per_word)
@@ -201,7 +210,11 @@ def test_the_shipped_experiment_trains_hat_and_baseline_at_matched_compute(ray_l
     assert manifest.tokens.vocab_size <= bpe_config.vocab_size and hat.global_batch == bpe.global_batch
 
     continued = load_spec(JOBS / "hat_vs_bpe_continue_fi.yaml").jobs()  # continues these very models
-    assert {s.model.build_config() for s in continued if s.kind == "continued_pretrain"} == {hat_config, bpe_config}
+    assert [s.model for s in continued if s.kind == "continued_pretrain"] == [hat.model, bpe.model]
+    fi_prep = [s for s in continued if s.kind == "prep" and "sample_fi" in s.recipe]
+    fi_recipe = load_recipe(fi_prep[0].recipe)  # ... on shards of the same shape
+    assert (fi_recipe.seq_words, fi_recipe.max_word_bytes) == (hat_config.seq_words, hat_config.max_word_bytes)
+    assert fi_prep[1].tokens.seq_tokens == bpe_config.seq_tokens
 
 
 JSON = st.recursive(

@@ -4,12 +4,13 @@ import pytest
 
 from hierpt.cli import main as cli
 from hierpt.data.bpe import BPETokenizer
+from hierpt.data.shards import read_manifest
 from hierpt.model.baseline import Baseline
 from hierpt.model.export import save_export
 from hierpt.model.hat import HAT
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
-from hierpt.train.loop import build_model, shard_inputs
+from hierpt.train.loop import build_model
 from tests.train.conftest import TINY, TOKEN_SEQ
 
 
@@ -31,16 +32,18 @@ def test_state_file_is_required_to_call_a_directory_a_checkpoint(tmp_path):
 def test_shards_prepared_for_another_word_shape_are_refused(shards_a):
     job = TrainJob.model_validate({"name": "t", "storage": "/tmp/x", "data": {"shards": shards_a}, "steps": 1,
                                    "model": {"preset": "tiny", "overrides": {"seq_words": 128}}})  # fmt: skip
-    with pytest.raises(ValueError, match="model seq_words=128 but the shards .* seq_words=64"):
-        shard_inputs(job, job.model.build_config())
+    with pytest.raises(ValueError, match="model.overrides.seq_words=128 but the shards .* seq_words=64"):
+        job.model.build_config(read_manifest(shards_a), shards_a)
 
 
 def test_a_baseline_starts_only_from_a_baseline_export_with_the_shards_tokenizer(token_shards, tmp_path):
-    model = {"family": "baseline", "preset": "tiny", "overrides": {"seq_tokens": TOKEN_SEQ}}
+    model = {"family": "baseline", "preset": "tiny"}
     job = TrainJob.model_validate({"name": "t", "storage": str(tmp_path), "data": {"shards": token_shards},
                                    "steps": 1, "model": model})  # fmt: skip
-    config = job.model.build_config()
-    _, tokenizer = shard_inputs(job, config)
+    manifest = read_manifest(token_shards)
+    config = job.model.build_config(manifest, token_shards)
+    assert config.seq_tokens == TOKEN_SEQ
+    _, tokenizer = job.model.model_family.inputs(config, manifest, token_shards)
     same = save_export(Baseline(config).state_dict(), config, str(tmp_path / "same"), tokenizer=tokenizer)
     other_vocab = BPETokenizer.train(["a different corpus, a different vocabulary"] * 3, vocab_size=tokenizer.vocab_size)
     other = save_export(Baseline(config).state_dict(), config, str(tmp_path / "other"), tokenizer=other_vocab)

@@ -160,7 +160,8 @@ def test_zero2_kill_while_checkpointing_then_resize_export_and_continue_on_new_s
     # keeping the optimizer: weights *and* AdamW moments of the run's latest checkpoint, data from sample 0
     latest = checkpoint.resolve(str(storage / "zero2")).path
     runs = {}
-    for name, start in (("keep", {"init_from_checkpoint": latest}), ("reset", {"init_from": str(export_dir)})):
+    starts = {"keep": {"init_from": latest, "optimizer_state": "keep"}, "reset": {"init_from": str(export_dir)}}
+    for name, start in starts.items():
         runs[name] = train(make_job(f"zero2-{name}", storage, shards_b, tmp_path / f"trace-{name}", zero_stage=2,
                                     steps=2, num_workers=1, export_to=str(tmp_path / name), **start))  # fmt: skip
     assert runs["keep"]["resumed_from_step"] is None and runs["keep"]["samples_consumed"] == 2 * GLOBAL_BATCH

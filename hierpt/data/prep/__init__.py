@@ -63,7 +63,7 @@ def prepare(
         raise ValueError("no output location: pass --output URL or set `output` in the recipe")
     inputs = list_inputs(recipe)  # fails fast on unreadable sources and missing credentials
     given_tokenizer = BPETokenizer.load(tokens.tokenizer) if tokens and tokens.tokenizer else None
-    content = _content(recipe, tokens, given_tokenizer)
+    content = _deciding_settings(recipe, tokens, given_tokenizer)
     finished = claim_output(content, output_url, read_manifest)
     if finished is not None:
         log(f"{output_url} already holds this recipe's shards (fingerprint {finished.fingerprint}); nothing to do")
@@ -71,10 +71,10 @@ def prepare(
 
     with ray_session(log_to_driver=False):
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # prep prints its own progress lines
-        return _prepare(recipe, content, inputs, output_url, workers, tokens, given_tokenizer)
+        return _run_stages(recipe, content, inputs, output_url, workers, tokens, given_tokenizer)
 
 
-def _prepare(
+def _run_stages(
     recipe: Recipe,
     content: dict,
     inputs: list[InputFile],
@@ -238,7 +238,7 @@ def _timing_line(timings: dict[str, dict], workers: int) -> str:
     return f"prep times: {'; '.join(parts)}; {workers} workers; driver peak RSS {peak_rss_mb():,.0f} MB"
 
 
-def _content(recipe: Recipe, tokens: TokenShardSpec | None, tokenizer: BPETokenizer | None) -> dict:
+def _deciding_settings(recipe: Recipe, tokens: TokenShardSpec | None, tokenizer: BPETokenizer | None) -> dict:
     """What decides an output's bytes: the recipe, plus the token settings (a reused tokenizer by its hash)."""
     if tokens is None:
         return recipe.content()

@@ -156,13 +156,13 @@ def map_items(items: list[dict], fn, workers: int):
     env = storage_settings()
     runtime_env = {"env_vars": env} if env else None
     mapped = dataset.map_batches(
-        functools.partial(_apply, fn), batch_size=1, num_cpus=1, compute=pool, runtime_env=runtime_env
+        functools.partial(_apply_to_batch, fn), batch_size=1, num_cpus=1, compute=pool, runtime_env=runtime_env
     )
     for row in mapped.iter_rows():
         yield json.loads(row["result"])
 
 
-def _apply(fn, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _apply_to_batch(fn, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A `map_items` task: `fn` on each JSON item of the batch, the results (tagged with the item's id) as JSON."""
     items = [json.loads(i) for i in batch["item"]]
     return {"result": np.array([json.dumps({**fn(i), "id": i["id"]}) for i in items], dtype=object)}
