@@ -274,8 +274,8 @@ def evaluate(
 
 # How each family's model scores texts (the eval side of `hierpt.model.family.FAMILIES`).
 SCORERS: dict[str, Callable[..., Scorer]] = {
-    "hat": lambda model, _: functools.partial(score_hat, model),
-    "baseline": lambda model, tokenizer: functools.partial(score_baseline, model, tokenizer),
+    "hat": lambda model, _, budget: functools.partial(score_hat, model, budget=budget),
+    "baseline": lambda model, tokenizer, budget: functools.partial(score_baseline, model, tokenizer, budget=budget),
 }
 
 
@@ -301,14 +301,16 @@ def evaluate_model(
     rate: float = RATE,
     tokenizer: str | None = None,
     perturbations: Sequence[str] = PERTURBATIONS,
+    budget: int | None = None,
 ) -> dict:
     """`evaluate` for a loaded model (`export.load_any_export`: a token model comes with its own tokenizer).
 
     `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a token model always reports its own.
+    `budget`: padded positions per forward (default: the device's, `BATCH_POSITIONS`).
     """
     documents = read_documents(text)
     family = family_of(model.config)
-    score = SCORERS[family.name](model, own_tokenizer)
+    score = SCORERS[family.name](model, own_tokenizer, budget)
     bpe = own_tokenizer if own_tokenizer is not None else BPETokenizer.load(tokenizer) if tokenizer else None
     scored = ScoreSums()
 

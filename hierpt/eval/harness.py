@@ -47,11 +47,11 @@ class HierptLM(LM):
         self.budget = int(batch_size) if str(batch_size or "").isdigit() else None
 
     @classmethod
-    def loaded(cls, model: HAT | Baseline, tokenizer: BPETokenizer | None) -> HierptLM:
+    def loaded(cls, model: HAT | Baseline, tokenizer: BPETokenizer | None, budget: int | None = None) -> HierptLM:
         """For a model already in memory (an eval job scores the export it loaded for its other metrics)."""
         lm = cls.__new__(cls)
         LM.__init__(lm)
-        lm.model, lm.tokenizer, lm.budget = model, tokenizer, None
+        lm.model, lm.tokenizer, lm.budget = model, tokenizer, budget
         return lm
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -93,6 +93,7 @@ def run_tasks(
     tasks: Sequence[str],
     task_dirs: Sequence[str] = (),
     limit: int | None = None,
+    budget: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Task -> its numeric metrics (lm-eval's `acc,none` as `acc`) for a loaded model, for an eval result."""
     import lm_eval
@@ -100,7 +101,7 @@ def run_tasks(
 
     manager = TaskManager(include_path=list(task_dirs) or None)
     results = lm_eval.simple_evaluate(
-        model=HierptLM.loaded(model, tokenizer), tasks=list(tasks), task_manager=manager, limit=limit
+        model=HierptLM.loaded(model, tokenizer, budget), tasks=list(tasks), task_manager=manager, limit=limit
     )
     return {
         task: {
