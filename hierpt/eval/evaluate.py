@@ -45,7 +45,7 @@ ALL = "all"
 # Padded positions (words or tokens) per forward, by device type: on one CPU thread `small` scores fastest per
 # byte in small forwards (benchmarks/RESULTS.md, issue 14); a GPU needs large ones to keep its cores busy.
 BATCH_POSITIONS = {"cpu": 1024, "cuda": 8192}
-ROUND_WORDS = 1 << 15  # words whose distinct words are encoded together (`predicted_batches`)
+ROUND_WORDS = 1 << 15  # words per round of batches whose distinct words are encoded together (`predicted_batches`)
 
 Scorer = Callable[[Sequence[str]], list[ScoreSums]]  # sums per text, in order
 
