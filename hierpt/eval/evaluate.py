@@ -42,7 +42,10 @@ from hierpt.splitting import (
 
 UNDETERMINED = "und"
 ALL = "all"
-BATCH_POSITIONS = 8192  # padded positions (words or tokens) per forward
+# Padded positions (words or tokens) per forward, by device type: on one CPU thread `small` scores fastest per
+# byte in small forwards (benchmarks/RESULTS.md, issue 14); a GPU needs large ones to keep its cores busy.
+BATCH_POSITIONS = {"cpu": 1024, "cuda": 8192}
+ROUND_WORDS = 1 << 15  # words per round of batches whose distinct words are encoded together (`predicted_batches`)
 
 Scorer = Callable[[Sequence[str]], list[ScoreSums]]  # sums per text, in order
 
@@ -92,6 +95,11 @@ def windows(sequence: Sequence, length: int) -> list[Sequence]:
     return [sequence[start : start + length] for start in window_starts(len(sequence), length)]
 
 
+def batch_positions(device: torch.device) -> int:
+    """The default budget of padded positions per forward on `device` (`BATCH_POSITIONS`)."""
+    return BATCH_POSITIONS.get(device.type, BATCH_POSITIONS["cuda"])
+
+
 def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
     """Indices of sequences, longest first, as many per batch as fit `budget` padded positions."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -101,8 +109,54 @@ def length_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
         order = order[count:]
 
 
+def predicted_batches(
+    model: HAT, sequences: Sequence[Sequence[bytes]], budget: int
+) -> Iterator[tuple[list[int], torch.Tensor, tuple[torch.Tensor, ...]]]:
+    """Per batch of `length_batches`: the sequences' indices, their word lengths [B, N] (on the CPU) and
+    `model.predicted_words` of them.
+
+    The encoder reads each word alone, so a word's vector is the same wherever it occurs: each distinct word of
+    a round of batches is encoded once (the five passes of a document share most of their words, and frequent
+    words recur). A round holds up to `ROUND_WORDS` words, which bounds the table of vectors.
+    """
+    config, device = model.config, next(model.parameters()).device
+    for round_ in _rounds(list(length_batches([len(s) for s in sequences], budget)), sequences):
+        distinct: dict[bytes, int] = {}
+        ids = [[[distinct.setdefault(w, len(distinct)) for w in sequences[i]] for i in index] for index in round_]
+        table_bytes, table_lengths = (t[0] for t in words_to_tensors([list(distinct)], config.max_word_bytes))
+        vectors = _encode_distinct(model, table_bytes.to(device), table_lengths.to(device), budget)
+        for index, rows in zip(round_, ids):
+            word_ids = torch.full((len(rows), len(rows[0])), -1, dtype=torch.long)
+            for row, row_ids in enumerate(rows):
+                word_ids[row, : len(row_ids)] = torch.tensor(row_ids)
+            present = word_ids >= 0
+            lengths = torch.where(present, table_lengths[word_ids.clamp(min=0)], 0)
+            word_bytes = table_bytes[word_ids.clamp(min=0)].to(device)
+            yield index, lengths, model.predicted_words(word_bytes, lengths.to(device), vectors[word_ids[present]])
+
+
+def _encode_distinct(model: HAT, word_bytes: torch.Tensor, lengths: torch.Tensor, budget: int) -> torch.Tensor:
+    """`encode_words` of words [n, L] in chunks of `budget` words, shortest first (few length groups each)."""
+    by_length = torch.argsort(lengths, stable=True)
+    vectors = torch.cat([model.encode_words(word_bytes[c], lengths[c]) for c in by_length.split(budget)])
+    return vectors[torch.argsort(by_length)]
+
+
+def _rounds(batches: list[list[int]], sequences: Sequence[Sequence]) -> Iterator[list[list[int]]]:
+    """Consecutive batches, as many per round as reach `ROUND_WORDS` words."""
+    round_, words = [], 0
+    for index in batches:
+        round_.append(index)
+        words += sum(len(sequences[i]) for i in index)
+        if words >= ROUND_WORDS:
+            yield round_
+            round_, words = [], 0
+    if round_:
+        yield round_
+
+
 @torch.inference_mode()
-def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -> list[ScoreSums]:
+def score_hat(model: HAT, texts: Sequence[str], budget: int | None = None) -> list[ScoreSums]:
     """Sums per text. All texts' windows share the batches, so many short texts (a few documents per
     language, times five passes) still fill forwards as large as training's."""
     config, device = model.config, next(model.parameters()).device
@@ -114,9 +168,9 @@ def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -
         owners.extend([t] * len(pieces))
     nll = torch.zeros(len(texts), dtype=torch.float64)
     counts = torch.zeros(len(texts), 3, dtype=torch.long)  # utf8 bytes, words, words right
-    for index in length_batches([len(s) for s in sequences], budget):
-        word_bytes, lengths = words_to_tensors([sequences[i] for i in index], config.max_word_bytes)
-        predictive, spelled, spelled_lens = model.predicted_words(word_bytes.to(device), lengths.to(device))
+    for index, lengths, (predictive, spelled, spelled_lens) in predicted_batches(
+        model, sequences, budget or batch_positions(device)
+    ):
         # the text of each predicted word (row-major, as `predicted_words` returns them)
         text_of = torch.tensor([owners[i] for i in index])[(lengths[:, 1:] > 0).nonzero()[:, 0]]
         for group, logits, targets in model.spelling_groups(predictive, spelled, spelled_lens):
@@ -129,7 +183,7 @@ def score_hat(model: HAT, texts: Sequence[str], budget: int = BATCH_POSITIONS) -
 
 @torch.inference_mode()
 def score_baseline(
-    model: Baseline, tokenizer: BPETokenizer, texts: Sequence[str], budget: int = BATCH_POSITIONS
+    model: Baseline, tokenizer: BPETokenizer, texts: Sequence[str], budget: int | None = None
 ) -> list[ScoreSums]:
     """Sums per text over its tokens, and word accuracy over its HAT words (see `_words_correct`)."""
     if tokenizer.vocab_size > model.config.vocab_size:
@@ -142,7 +196,7 @@ def score_baseline(
     lengths = [min(model.config.seq_tokens, len(documents[d]) - start) for d, start in pieces]
     correct = [torch.zeros(len(doc), dtype=torch.bool) for doc in documents]  # entry t: token t predicted right
     sums = [ScoreSums() for _ in texts]
-    for index in length_batches(lengths, budget):
+    for index in length_batches(lengths, budget or batch_positions(device)):
         tokens = torch.full((len(index), lengths[index[0]]), IGNORE, dtype=torch.int64)
         for row, i in enumerate(index):
             d, start = pieces[i]
@@ -219,8 +273,8 @@ def evaluate(
 
 # How each family's model scores texts (the eval side of `hierpt.model.family.FAMILIES`).
 SCORERS: dict[str, Callable[..., Scorer]] = {
-    "hat": lambda model, _: functools.partial(score_hat, model),
-    "baseline": lambda model, tokenizer: functools.partial(score_baseline, model, tokenizer),
+    "hat": lambda model, _, budget: functools.partial(score_hat, model, budget=budget),
+    "baseline": lambda model, tokenizer, budget: functools.partial(score_baseline, model, tokenizer, budget=budget),
 }
 
 
@@ -246,14 +300,16 @@ def evaluate_model(
     rate: float = RATE,
     tokenizer: str | None = None,
     perturbations: Sequence[str] = PERTURBATIONS,
+    budget: int | None = None,
 ) -> dict:
     """`evaluate` for a loaded model (`export.load_any_export`: a token model comes with its own tokenizer).
 
     `tokenizer` adds bytes per BPE token to a HAT's compression numbers; a token model always reports its own.
+    `budget`: padded positions per forward (default: the device's, `BATCH_POSITIONS`).
     """
     documents = read_documents(text)
     family = family_of(model.config)
-    score = SCORERS[family.name](model, own_tokenizer)
+    score = SCORERS[family.name](model, own_tokenizer, budget)
     bpe = own_tokenizer if own_tokenizer is not None else BPETokenizer.load(tokenizer) if tokenizer else None
     scored = ScoreSums()
 

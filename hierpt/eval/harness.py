@@ -23,7 +23,6 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from hierpt.data.bpe import BPETokenizer
-from hierpt.eval.evaluate import BATCH_POSITIONS
 from hierpt.eval.scoring import rolling_requests, score
 from hierpt.model.baseline import Baseline
 from hierpt.model.export import load_any_export
@@ -37,21 +36,22 @@ DEFAULT_GEN_WORDS = 256
 
 @register_model(MODEL_NAME)
 class HierptLM(LM):
-    """A HAT or baseline export; `batch_size` is in padded positions (words or tokens) per forward."""
+    """A HAT or baseline export; `batch_size` is in padded positions (words or tokens) per forward (default: the
+    device's, `hierpt.eval.evaluate.BATCH_POSITIONS`)."""
 
     def __init__(self, checkpoint: str, device: str | None = None, batch_size: int | str | None = None, **_ignored):
         super().__init__()
         if not device or (device.startswith("cuda") and not torch.cuda.is_available()):
             device = "cpu"  # lm-eval's command line asks for cuda by default, also on CPU-only machines
         self.model, self.tokenizer = load_any_export(checkpoint, device)
-        self.budget = int(batch_size) if str(batch_size or "").isdigit() else BATCH_POSITIONS
+        self.budget = int(batch_size) if str(batch_size or "").isdigit() else None
 
     @classmethod
-    def loaded(cls, model: HAT | Baseline, tokenizer: BPETokenizer | None) -> HierptLM:
+    def loaded(cls, model: HAT | Baseline, tokenizer: BPETokenizer | None, budget: int | None = None) -> HierptLM:
         """For a model already in memory (an eval job scores the export it loaded for its other metrics)."""
         lm = cls.__new__(cls)
         LM.__init__(lm)
-        lm.model, lm.tokenizer, lm.budget = model, tokenizer, BATCH_POSITIONS
+        lm.model, lm.tokenizer, lm.budget = model, tokenizer, budget
         return lm
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -93,6 +93,7 @@ def run_tasks(
     tasks: Sequence[str],
     task_dirs: Sequence[str] = (),
     limit: int | None = None,
+    budget: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Task -> its numeric metrics (lm-eval's `acc,none` as `acc`) for a loaded model, for an eval result."""
     import lm_eval
@@ -100,7 +101,7 @@ def run_tasks(
 
     manager = TaskManager(include_path=list(task_dirs) or None)
     results = lm_eval.simple_evaluate(
-        model=HierptLM.loaded(model, tokenizer), tasks=list(tasks), task_manager=manager, limit=limit
+        model=HierptLM.loaded(model, tokenizer, budget), tasks=list(tasks), task_manager=manager, limit=limit
     )
     return {
         task: {

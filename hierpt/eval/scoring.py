@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from hierpt.data.bpe import BPETokenizer
-from hierpt.eval.evaluate import BATCH_POSITIONS, length_batches, window_starts
+from hierpt.eval.evaluate import batch_positions, length_batches, predicted_batches, window_starts
 from hierpt.model.baseline import Baseline
 from hierpt.model.generate import allowed_at, allowed_bytes
 from hierpt.model.hat import HAT, IGNORE
-from hierpt.splitting import END_OF_DOC_WORD, split_words, words_to_tensors
+from hierpt.splitting import END_OF_DOC_WORD, split_words
 
 
 class Score(NamedTuple):
@@ -47,9 +47,10 @@ def score(
     model: HAT | Baseline,
     tokenizer: BPETokenizer | None,
     requests: Sequence[tuple[str, str]],
-    budget: int = BATCH_POSITIONS,
+    budget: int | None = None,
 ) -> list[Score]:
-    """(context, continuation) pairs -> scores, for either family (`family.load_any_export`)."""
+    """(context, continuation) pairs -> scores, for either family (`family.load_any_export`); `budget`: padded
+    positions per forward (default: the device's, `evaluate.BATCH_POSITIONS`)."""
     if tokenizer is None:
         return score_hat(model, requests, budget)
     return score_baseline(model, tokenizer, requests, budget)
@@ -74,7 +75,7 @@ def _totals(count: int, request_ids: list, logprobs: list, wrong: list) -> list[
 
 
 @torch.inference_mode()
-def score_hat(model: HAT, requests: Sequence[tuple[str, str]], budget: int = BATCH_POSITIONS) -> list[Score]:
+def score_hat(model: HAT, requests: Sequence[tuple[str, str]], budget: int | None = None) -> list[Score]:
     config, device = model.config, next(model.parameters()).device
     sequences, spans = [], []
     for context, continuation in requests:
@@ -87,10 +88,9 @@ def score_hat(model: HAT, requests: Sequence[tuple[str, str]], budget: int = BAT
     allowed = torch.stack([allowed_at(p, config.max_word_bytes, masks) for p in range(config.max_word_bytes + 1)])
     windows = _windows(sequences, config.seq_words)
     ids, logprobs, wrong = [], [], []
-    for index in length_batches([len(w.units) for w in windows], budget):
+    batches = predicted_batches(model, [w.units for w in windows], budget or batch_positions(device))
+    for index, lengths, (predictive, spelled, spelled_lens) in batches:
         batch = [windows[i] for i in index]
-        word_bytes, lengths = words_to_tensors([w.units for w in batch], config.max_word_bytes)
-        predictive, spelled, spelled_lens = model.predicted_words(word_bytes.to(device), lengths.to(device))
         # per predicted word (row-major, as `predicted_words` returns them): its request, byte offset and span
         predicted = (lengths[:, 1:] > 0).nonzero()
         rows, cols = predicted[:, 0], predicted[:, 1] + 1
@@ -113,7 +113,7 @@ def score_hat(model: HAT, requests: Sequence[tuple[str, str]], budget: int = BAT
 
 @torch.inference_mode()
 def score_baseline(
-    model: Baseline, tokenizer: BPETokenizer, requests: Sequence[tuple[str, str]], budget: int = BATCH_POSITIONS
+    model: Baseline, tokenizer: BPETokenizer, requests: Sequence[tuple[str, str]], budget: int | None = None
 ) -> list[Score]:
     device = next(model.parameters()).device
     sequences, firsts = [], []
@@ -126,7 +126,7 @@ def score_baseline(
     allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     allowed[: tokenizer.vocab_size] = True
     ids, logprobs, wrong = [], [], []
-    for index in length_batches([len(w.units) for w in windows], budget):
+    for index in length_batches([len(w.units) for w in windows], budget or batch_positions(device)):
         batch = [windows[i] for i in index]
         width = len(batch[0].units)
         tokens = torch.full((len(batch), width), IGNORE, dtype=torch.long)

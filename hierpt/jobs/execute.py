@@ -116,15 +116,17 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
             continue
         export_path = checkpoint.resolve_export(source, f"{spec.output}/{name}-export")
         model, tokenizer = load_any_export(export_path)  # once, for the metrics and the samples
-        perturbations = PERTURBATIONS if spec.robustness else ()
+        perturbations, budget = PERTURBATIONS if spec.robustness else (), spec.batch_positions
         result = {
             "checkpoint": export_path,
-            **evaluate_model(model, tokenizer, spec.text, tokenizer=spec.tokenizer, perturbations=perturbations),
+            **evaluate_model(
+                model, tokenizer, spec.text, tokenizer=spec.tokenizer, perturbations=perturbations, budget=budget
+            ),
         }
         if spec.tasks:
             from hierpt.eval.harness import run_tasks
 
-            result["tasks"] = run_tasks(model, tokenizer, spec.tasks, spec.task_dirs, spec.task_limit)
+            result["tasks"] = run_tasks(model, tokenizer, spec.tasks, spec.task_dirs, spec.task_limit, budget)
         texts = continue_texts(model, tokenizer, spec.prompts, spec.sampling) if spec.prompts else []
         result["samples"] = {p: p + text for p, text in zip(spec.prompts, texts)}
         result["step"], result["source"] = step, source

@@ -104,6 +104,7 @@ class EvaluateSettings(BaseModel):
     tasks: list[str] = Field(default_factory=list)  # lm-eval tasks (hierpt/eval/harness.py), e.g. arc_easy
     task_dirs: list[str] = Field(default_factory=list)  # directories of own lm-eval task YAMLs (--include_path)
     task_limit: int | None = Field(None, ge=1)  # documents per task (all when unset)
+    batch_positions: int | None = Field(None, ge=1)  # padded words/tokens per forward (unset: the device's default)
 
 
 class PretrainJob(Submission, TrainJob):

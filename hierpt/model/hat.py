@@ -365,12 +365,18 @@ class HAT(nn.Module, PyTorchModelHubMixin, library_name="hierpt", tags=["hat", "
         predictive, spelled, spelled_lens = self.predicted_words(word_bytes, lengths)
         return self.decode_logits(predictive, spelled), end_of_word_targets(spelled, spelled_lens)
 
-    def predicted_words(self, word_bytes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Encoder + backbone: the predictive embedding [n, d] of every predicted word, its bytes and length."""
+    def predicted_words(
+        self, word_bytes: torch.Tensor, lengths: torch.Tensor, vectors: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Encoder + backbone: the predictive embedding [n, d] of every predicted word, its bytes and length.
+
+        `vectors` [present words, backbone_dim] are the words' `encode_words` output when the caller has them:
+        the encoder reads each word alone, so evaluation encodes each distinct word once."""
         B, N, L = word_bytes.shape  # sequences, words per sequence, bytes per word; lengths: [B, N], 0 = no word
         word_bytes = word_bytes.long()
         present = lengths > 0
-        vectors = self.encode_words(word_bytes[present], lengths[present])
+        if vectors is None:
+            vectors = self.encode_words(word_bytes[present], lengths[present])
         backbone_in = vectors.new_zeros(B, N, vectors.shape[-1]).index_put((present,), vectors)
         predictive = self.run_backbone(backbone_in)
         # word j is spelled from the backbone output at word j-1; the first word of a sequence is context only

@@ -8,11 +8,14 @@ import re
 import pytest
 import torch
 
+import hierpt.eval.evaluate as evaluate_module
 from hierpt.cli import main
 from hierpt.eval.evaluate import (
     ALL,
+    BATCH_POSITIONS,
     Document,
     _words_correct,
+    batch_positions,
     evaluate,
     read_documents,
     score_baseline,
@@ -102,6 +105,32 @@ def test_scores_do_not_depend_on_batching(untrained, tokenizer):
     single = total(score_baseline(baseline, tokenizer, TEXTS, budget=96))
     batched = total(score_baseline(baseline, tokenizer, TEXTS))
     assert math.isclose(single.bits_per_byte, batched.bits_per_byte, rel_tol=1e-4)
+
+
+def test_each_distinct_word_is_encoded_once_per_round(untrained, monkeypatch):
+    hat, _ = untrained
+    passes = [*TEXTS, *(perturb(text, "permute", seed=0) for text in TEXTS)]  # most words in both passes
+    distinct = {END_OF_DOC_WORD, *(w for text in passes for w in split_words(text, hat.config.max_word_bytes))}
+    encoded = []
+
+    def encode_words(word_bytes, lengths):
+        encoded.append(len(lengths))
+        return HAT.encode_words(hat, word_bytes, lengths)
+
+    monkeypatch.setattr(hat, "encode_words", encode_words)
+    one_round = score_hat(hat, passes, budget=64)
+    assert sum(encoded) == len(distinct) < sum(len(split_words(text)) + 2 for text in passes)
+    monkeypatch.setattr(evaluate_module, "ROUND_WORDS", 50)  # a round per batch or two: words encoded again
+    encoded.clear()
+    rounds = score_hat(hat, passes, budget=64)
+    assert sum(encoded) > len(distinct)
+    assert [s.utf8_bytes for s in rounds] == [s.utf8_bytes for s in one_round]
+    assert [s.nll_nats for s in rounds] == pytest.approx([s.nll_nats for s in one_round], rel=1e-6)
+
+
+def test_batch_budget_is_chosen_per_device_type():
+    assert batch_positions(torch.device("cpu")) == BATCH_POSITIONS["cpu"] < BATCH_POSITIONS["cuda"]
+    assert batch_positions(torch.device("cuda", 1)) == BATCH_POSITIONS["cuda"]
 
 
 def forward_per_language(hat: HAT, baseline: Baseline, tokenizer, texts: list[str]) -> dict[str, float]:

@@ -44,6 +44,7 @@ def test_kinds_pick_their_model():
         ({"env": ["AWS_SECRET_ACCESS_KEY=abc"]}, "env"),
         ({"retry": {"max_resubmits": -1}}, "retry.max_resubmits"),
         ({"stepz": 5}, "stepz"),
+        ({"evaluate": {"text": "x.jsonl", "batch_positions": 0}}, "evaluate.batch_positions"),
     ],
 )
 def test_invalid_specs_are_refused_naming_the_field(change, field):
