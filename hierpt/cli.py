@@ -1,7 +1,7 @@
 """The `hierpt` command. Each subcommand imports its stage lazily, so `hierpt model-info` stays instant.
 
 Every error is one line naming the field, file or flag, and a non-zero exit (2: bad input, 1: anything
-else); `--verbose` (or HIERPT_VERBOSE=1) adds the traceback.
+else); `--verbose` (or HIERPT_VERBOSE=1) adds the traceback, and the libraries' own output (hierpt/console.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from hierpt.console import configure, verbose
 from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials
 
 INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -302,7 +303,9 @@ def _overrides(command: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="hierpt", description=__doc__)
-    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error (or HIERPT_VERBOSE=1)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Ray's, Ray Train's and DeepSpeed's own output, all warnings, and the traceback of an "
+                        "error (or HIERPT_VERBOSE=1)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("model-info", help="parameter counts per module of a preset (no weights allocated)")
@@ -408,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         args.arguments = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    configure(args.verbose)  # before Ray is imported
     if getattr(args, "ray_address", None):
         os.environ["RAY_ADDRESS"] = args.ray_address  # read where Ray starts, as Ray itself reads it
     try:
@@ -415,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as error:  # one line for every error; the traceback only when asked for
-        if args.verbose or os.environ.get("HIERPT_VERBOSE") == "1":
+        if verbose():
             traceback.print_exc()
         print(f"hierpt {args.command}: error: {describe(error)}", file=sys.stderr)
         sys.exit(2 if isinstance(error, INPUT_ERRORS) else 1)

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import ray.train
 from pydantic import BaseModel, ConfigDict
 
+from hierpt.console import quiet_stdout
 from hierpt.data.bpe import TOKENIZER_FILE
 from hierpt.data.loader import LoaderState
 
@@ -291,7 +292,8 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
             directory / TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
         )
         return {k: v.float() for k, v in model_states["module"].items()}
-    return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
+    with quiet_stdout():  # DeepSpeed prints each file it parses
+        return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
 
 
 def export(checkpoint: ray.train.Checkpoint, output: str) -> str:
