@@ -20,9 +20,11 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 VERBOSE = "HIERPT_VERBOSE"
+T = TypeVar("T")
 
 
 def verbose() -> bool:
@@ -33,14 +35,25 @@ def is_terminal() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
-def configure(verbose_flag: bool) -> None:
-    """The driver's settings, before Ray is imported (it reads its prefix setting then); children inherit them."""
+@contextlib.contextmanager
+def settings(verbose_flag: bool) -> Iterator[None]:
+    """A command's settings, as environment variables its children (Ray, its workers) inherit; set before Ray is
+    imported (it reads its prefix setting then) and taken back after, so a caller's process is as it was."""
+    saved = dict(os.environ)
     if verbose_flag:
         os.environ[VERBOSE] = "1"
     if not is_terminal():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if not verbose():
         os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+    try:
+        yield
+    finally:
+        for name in (VERBOSE, "RAY_COLOR_PREFIX", "RAY_DISABLE_WORKER_LOG_PREFIX"):
+            if name in saved:
+                os.environ[name] = saved[name]
+            else:
+                os.environ.pop(name, None)
 
 
 def ray_logging_level() -> str:
@@ -130,8 +143,9 @@ class Task:
         self.bars.update(self.task_id, note=text)
 
     def line(self) -> str:
-        count = f"{self.done:g}/{self.total:g}" if self.total is not None else f"{self.done:g}"
-        return f"{self.description}: {count}{f' {self.text}' if self.text else ''} ({time.monotonic() - self.started:.0f} s)"
+        count = f"{self.done:g}/{self.total:g}" if self.total is not None else f"{self.done:g}" if self.done else ""
+        words = " ".join(part for part in (count, self.text) if part)
+        return f"{self.description}: {words}{' ' if words else ''}({time.monotonic() - self.started:.0f} s)"
 
 
 _bars = None  # the live rich Progress while any `progress` block is open: nested blocks add their lines to it
@@ -140,7 +154,7 @@ _bars = None  # the live rich Progress while any `progress` block is open: neste
 @contextlib.contextmanager
 def progress(description: str, total: float | None = None) -> Iterator[Task]:
     """A progress line on stderr for the block; nested blocks show below the outer one and go when done.
-    Off a terminal: one plain line when the block ends."""
+    Off a terminal: one plain line when the block ends (none for a total of 0)."""
     global _bars
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -157,10 +171,48 @@ def progress(description: str, total: float | None = None) -> Iterator[Task]:
     try:
         yield task
     finally:
-        if bars.disable:
+        if bars.disable and total != 0:  # nothing to do, nothing said
             print(task.line(), file=sys.stderr, flush=True)
         if not owner:
             bars.remove_task(task.task_id)
         if owner:
             bars.stop()
             _bars = None
+
+
+def track(description: str, items: Sequence[T]) -> Iterator[T]:
+    """`progress` over a sequence: one step per item, counted once the loop body is done with it."""
+    with progress(description, total=len(items)) as task:
+        for item in items:
+            yield item
+            task.advance()
+
+
+class Live:
+    """A view redrawn in place on a terminal (`update`), with lines printed above it (`say`); off a terminal only
+    the lines, so a log says what changed and holds no redraws."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.live import Live as RichLive
+
+        self.live = RichLive(console=Console(stderr=True), auto_refresh=False) if is_terminal() else None
+
+    def __enter__(self) -> Live:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def update(self, renderable) -> None:
+        if self.live is not None:
+            self.live.update(renderable, refresh=True)
+
+    def say(self, line: str) -> None:
+        if self.live is not None:
+            self.live.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr, flush=True)

@@ -14,19 +14,21 @@ def quiet(monkeypatch):
 
 def test_off_a_terminal_ray_writes_no_colour_codes_and_quiet_drops_the_worker_prefix(quiet, monkeypatch):
     monkeypatch.setattr(console, "is_terminal", lambda: False)
-    console.configure(verbose_flag=False)
-    assert os.environ["RAY_COLOR_PREFIX"] == "0" and os.environ["RAY_DISABLE_WORKER_LOG_PREFIX"] == "1"
-    assert console.ray_logging_level() == "WARNING" and console.train_logging_level() == "WARNING"
-    assert console.ray_runtime_env() == {"worker_process_setup_hook": "hierpt.console.worker_setup"}
+    with console.settings(verbose_flag=False):
+        assert os.environ["RAY_COLOR_PREFIX"] == "0" and os.environ["RAY_DISABLE_WORKER_LOG_PREFIX"] == "1"
+        assert console.ray_logging_level() == "WARNING" and console.train_logging_level() == "WARNING"
+        assert console.ray_runtime_env() == {"worker_process_setup_hook": "hierpt.console.worker_setup"}
+    assert "RAY_COLOR_PREFIX" not in os.environ, "a command's settings end with it"
 
 
 def test_verbose_reaches_the_workers_and_keeps_every_library_at_its_own_level(quiet, monkeypatch):
     monkeypatch.setattr(console, "is_terminal", lambda: True)
-    console.configure(verbose_flag=True)
-    assert console.verbose() and "RAY_COLOR_PREFIX" not in os.environ
-    assert "RAY_DISABLE_WORKER_LOG_PREFIX" not in os.environ
-    assert console.train_logging_level() == "INFO"
-    assert console.ray_runtime_env()["env_vars"] == {console.VERBOSE: "1"}
+    with console.settings(verbose_flag=True):
+        assert console.verbose() and "RAY_COLOR_PREFIX" not in os.environ
+        assert "RAY_DISABLE_WORKER_LOG_PREFIX" not in os.environ
+        assert console.train_logging_level() == "INFO"
+        assert console.ray_runtime_env()["env_vars"] == {console.VERBOSE: "1"}
+    assert not console.verbose()
 
 
 def test_library_prints_are_hidden_unless_verbose(quiet, monkeypatch, capsys):

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import ray.train
 from pydantic import BaseModel, ConfigDict
 
-from hierpt.console import quiet_stdout
+from hierpt.console import progress, quiet_stdout
 from hierpt.data.bpe import TOKENIZER_FILE
 from hierpt.data.loader import LoaderState
 
@@ -303,15 +303,24 @@ def export(checkpoint: ray.train.Checkpoint, output: str) -> str:
     from hierpt.model.export import save_export
     from hierpt.model.family import FAMILIES
 
-    with checkpoint.as_directory() as local:
-        state = read_state(Path(local))
-        family = FAMILIES[state.family]
-        weights = consolidated_state_dict(Path(local), state)
-        tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER_FILE)) if family.uses_tokenizer else None
-    metadata = {
-        "source_checkpoint": checkpoint.path,
-        "step": state.step,
-        "samples_consumed": state.loader.samples_consumed,
-        "data_fingerprint": state.loader.fingerprint,
-    }
-    return save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer)
+    with progress(f"export {checkpoint.path.rstrip('/').rsplit('/', 1)[-1]}", total=3) as task:
+        task.note("reading the checkpoint")
+        with checkpoint.as_directory() as local:
+            state = read_state(Path(local))
+            family = FAMILIES[state.family]
+            task.advance()
+            task.note("consolidating the weights")
+            weights = consolidated_state_dict(Path(local), state)
+            tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER_FILE)) if family.uses_tokenizer else None
+        task.advance()
+        task.note(f"writing {output}")
+        metadata = {
+            "source_checkpoint": checkpoint.path,
+            "step": state.step,
+            "samples_consumed": state.loader.samples_consumed,
+            "data_fingerprint": state.loader.fingerprint,
+        }
+        exported = save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer)
+        task.advance()
+        task.note("")
+    return exported
