@@ -144,8 +144,8 @@ class Task:
 
     def line(self) -> str:
         count = f"{self.done:g}/{self.total:g}" if self.total is not None else f"{self.done:g}" if self.done else ""
-        words = " ".join(part for part in (count, self.text) if part)
-        return f"{self.description}: {words}{' ' if words else ''}({time.monotonic() - self.started:.0f} s)"
+        words = " ".join(part for part in (count, self.text) if part) or "done"
+        return f"{self.description}: {words} ({time.monotonic() - self.started:.0f} s)"
 
 
 _bars = None  # the live rich Progress while any `progress` block is open: nested blocks add their lines to it

@@ -59,7 +59,8 @@ def test_off_a_terminal_progress_is_one_plain_line_per_finished_task(quiet, monk
                 inner.note("12.5 MB/s")
             outer.advance()
     lines = capsys.readouterr().err.splitlines()
-    assert [line.rsplit(" (", 1)[0] for line in lines] == ["eval en: 3/3 12.5 MB/s", "eval de: 3/3 12.5 MB/s", "eval: 2/2"]
+    shown = [line.rsplit(" (", 1)[0] for line in lines]
+    assert shown == ["eval en: 3/3 12.5 MB/s", "eval de: 3/3 12.5 MB/s", "eval: 2/2"]
     assert all(line.endswith(" s)") and "\x1b" not in line for line in lines)
 
 
@@ -68,3 +69,15 @@ def test_on_a_terminal_progress_redraws_in_place_and_prints_no_extra_lines(quiet
     with console.progress("export", total=None) as task:
         task.advance()
     assert "export: 1 " not in capsys.readouterr().err
+
+
+def test_off_a_terminal_a_tracked_loop_and_a_live_view_print_only_their_lines(quiet, monkeypatch, capsys):
+    monkeypatch.setattr(console, "is_terminal", lambda: False)
+    assert list(console.track("eval run: checkpoints", ["step-2", "step-4"])) == ["step-2", "step-4"]
+    with console.progress("compare a b"), console.progress("nothing to do", total=0):
+        pass
+    with console.Live() as live:
+        live.update("a table no log wants redrawn")
+        live.say("hierpt jobs: tiny-pretrain succeeded")
+    lines = [line.rsplit(" (", 1)[0] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["eval run: checkpoints: 2/2", "compare a b: done", "hierpt jobs: tiny-pretrain succeeded"]
