@@ -154,7 +154,7 @@ _bars = None  # the live rich Progress while any `progress` block is open: neste
 @contextlib.contextmanager
 def progress(description: str, total: float | None = None) -> Iterator[Task]:
     """A progress line on stderr for the block; nested blocks show below the outer one and go when done.
-    Off a terminal: one plain line when the block ends (none for a total of 0)."""
+    Off a terminal: one plain line when the block is done (none for a total of 0, none if it raised)."""
     global _bars
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -168,10 +168,12 @@ def progress(description: str, total: float | None = None) -> Iterator[Task]:
         _bars.start()
     bars = _bars
     task = Task(bars, bars.add_task(description, total=total, note=""), description, total)
+    finished = False
     try:
         yield task
+        finished = True
     finally:
-        if bars.disable and total != 0:  # nothing to do, nothing said
+        if bars.disable and finished and total != 0:  # a failure says so itself; nothing to do, nothing said
             print(task.line(), file=sys.stderr, flush=True)
         if not owner:
             bars.remove_task(task.task_id)

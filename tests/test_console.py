@@ -81,3 +81,11 @@ def test_off_a_terminal_a_tracked_loop_and_a_live_view_print_only_their_lines(qu
         live.say("hierpt jobs: tiny-pretrain succeeded")
     lines = [line.rsplit(" (", 1)[0] for line in capsys.readouterr().err.splitlines()]
     assert lines == ["eval run: checkpoints: 2/2", "compare a b: done", "hierpt jobs: tiny-pretrain succeeded"]
+
+
+def test_a_task_that_failed_says_nothing_of_itself(quiet, monkeypatch, capsys):
+    monkeypatch.setattr(console, "is_terminal", lambda: False)
+    with pytest.raises(ValueError), console.progress("export", total=3) as task:
+        task.advance()
+        raise ValueError("no config.json")
+    assert capsys.readouterr().err == ""
