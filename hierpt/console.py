@@ -73,7 +73,7 @@ def worker_env() -> dict[str, str]:
 
 
 def ray_runtime_env() -> dict:
-    """The job-level runtime env of a Ray that hierpt.ray_session starts or joins: `worker_setup` in every worker
+    """The job-level runtime env of the local Ray that hierpt.ray_session starts: `worker_setup` in every worker
     process (the Train controller included), which inherits the driver's verbosity."""
     env = {"worker_process_setup_hook": "hierpt.console.worker_setup"}
     return {**env, "env_vars": worker_env()} if verbose() else env

@@ -59,8 +59,8 @@ def check_answers(address: str) -> None:
 def ray_session(**init_options) -> Iterator[None]:
     """Ray for the block: a caller's running Ray as it is (tests, notebooks, a demo around a train), else the
     named cluster, else a fresh local Ray; what this opened it closes (which also ends the forwarding of worker
-    logs, so a caller's last printed line is its own). Its workers know their cluster's address
-    (hierpt.console.worker_setup); a submitted job's runtime env is merged with this one by Ray."""
+    logs, so a caller's last printed line is its own). The workers of a local Ray know their cluster's address
+    (hierpt.console.worker_setup): the machine may run other Ray instances, a cluster's head runs one."""
     import ray
 
     if ray.is_initialized():
@@ -68,10 +68,10 @@ def ray_session(**init_options) -> Iterator[None]:
         return
     if not verbose():  # Ray's notice that it turned on token auth, its default for a new local cluster
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(
-        address=named_cluster() or "local", logging_level=ray_logging_level(),
-        runtime_env=ray_runtime_env(), **init_options,
-    )  # fmt: skip
+    address = named_cluster()
+    if address is None:
+        init_options["runtime_env"] = ray_runtime_env()
+    ray.init(address=address or "local", logging_level=ray_logging_level(), **init_options)
     try:
         yield
     finally:
