@@ -68,8 +68,9 @@ def train_logging_level() -> str:
 
 
 def worker_env() -> dict[str, str]:
-    """What a Ray worker needs to know to be as verbose as the driver."""
-    return {VERBOSE: "1"} if verbose() else {}
+    """What a Ray worker needs to know to be as verbose as the driver; quiet, no tqdm bars (DeepSpeed's universal
+    checkpoint converter draws them on stderr when a resume changes the world size; tqdm reads this at import)."""
+    return {VERBOSE: "1"} if verbose() else {"TQDM_DISABLE": "1"}
 
 
 def ray_runtime_env() -> dict:

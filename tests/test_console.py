@@ -18,6 +18,7 @@ def test_off_a_terminal_ray_writes_no_colour_codes_and_quiet_drops_the_worker_pr
         assert os.environ["RAY_COLOR_PREFIX"] == "0" and os.environ["RAY_DISABLE_WORKER_LOG_PREFIX"] == "1"
         assert console.ray_logging_level() == "WARNING" and console.train_logging_level() == "WARNING"
         assert console.ray_runtime_env() == {"worker_process_setup_hook": "hierpt.console.worker_setup"}
+        assert console.worker_env() == {"TQDM_DISABLE": "1"}
     assert "RAY_COLOR_PREFIX" not in os.environ, "a command's settings end with it"
 
 
