@@ -1,7 +1,7 @@
 """The `hierpt` command. Each subcommand imports its stage lazily, so `hierpt model-info` stays instant.
 
 Every error is one line naming the field, file or flag, and a non-zero exit (2: bad input, 1: anything
-else); `--verbose` (or HIERPT_VERBOSE=1) adds the traceback.
+else); `--verbose` (or HIERPT_VERBOSE=1) adds the traceback, and the libraries' own output (hierpt/console.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from hierpt.console import progress, settings, verbose
 from hierpt.storage_env import CREDENTIALS_IN_URL, has_credentials
 
 INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -50,7 +51,7 @@ def _eval(args: argparse.Namespace) -> None:
     from hierpt.eval.report import format_result
     from hierpt.train.checkpoint import as_export
 
-    with as_export(args.checkpoint) as export_url:
+    with as_export(args.checkpoint) as export_url, progress(f"eval {args.checkpoint}"):
         result = evaluate_checkpoint(export_url, args.text, seed=args.seed, rate=args.rate, tokenizer=args.tokenizer)
     result["checkpoint"] = args.checkpoint  # what was asked for, not the temporary export
     if args.output:
@@ -68,7 +69,8 @@ def _compare(args: argparse.Namespace) -> None:
             targets[lang] = float(value)
         except ValueError:
             raise ValueError(f"--target {item!r}: expected LANG=BITS_PER_BYTE, e.g. fi=2.5") from None
-    table, plots = compare(args.a, args.b, args.output, targets)
+    with progress(f"compare {args.a} {args.b}"):
+        table, plots = compare(args.a, args.b, args.output, targets)
     print(table)
     for plot in plots:
         print(f"wrote {plot}")
@@ -202,7 +204,13 @@ def _jobs(args: argparse.Namespace) -> None:
     if args.action == "submit":
         print(scheduler.submit(spec))
     elif args.action == "watch":
-        scheduler.run(poll_s=args.poll, until_idle=args.until_idle, give_up_after_s=args.give_up_after)
+        from hierpt.console import Live
+        from hierpt.jobs.watch import JobsView
+
+        with Live() as live:
+            view = JobsView(live)
+            scheduler.run(poll_s=args.poll, until_idle=args.until_idle, give_up_after_s=args.give_up_after,
+                          show=view.show)  # fmt: skip
     elif args.action == "cancel":
         print(scheduler.cancel(args.target))
     elif args.action == "status":
@@ -303,7 +311,9 @@ def _overrides(command: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="hierpt", description=__doc__)
-    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error (or HIERPT_VERBOSE=1)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Ray's, Ray Train's and DeepSpeed's own output, all warnings, and the traceback of an "
+                        "error (or HIERPT_VERBOSE=1)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("model-info", help="parameter counts per module of a preset (no weights allocated)")
@@ -412,15 +422,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "ray_address", None):
         os.environ["RAY_ADDRESS"] = args.ray_address  # read where Ray starts, as Ray itself reads it
-    try:
-        args.run(args)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as error:  # one line for every error; the traceback only when asked for
-        if args.verbose or os.environ.get("HIERPT_VERBOSE") == "1":
-            traceback.print_exc()
-        print(f"hierpt {args.command}: error: {describe(error)}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, INPUT_ERRORS) else 1)
+    with settings(args.verbose):  # before Ray is imported
+        try:
+            args.run(args)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as error:  # one line for every error; the traceback only when asked for
+            if verbose():
+                traceback.print_exc()
+            print(f"hierpt {args.command}: error: {describe(error)}", file=sys.stderr)
+            sys.exit(2 if isinstance(error, INPUT_ERRORS) else 1)
 
 
 def describe(error: BaseException) -> str:

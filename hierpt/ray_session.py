@@ -12,11 +12,14 @@ $RAY_API_SERVER_ADDRESS as for `ray job`, or $RAY_ADDRESS); a driver refuses it 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from hierpt.console import ray_logging_level, ray_runtime_env, verbose
 
 ANSWER_TIMEOUT_S = 5.0  # a named cluster that does not take a connection within this fails, naming its address
 
@@ -57,14 +60,21 @@ def check_answers(address: str) -> None:
 def ray_session(**init_options) -> Iterator[None]:
     """Ray for the block: a caller's running Ray as it is (tests, notebooks, a demo around a train), else the
     named cluster, else a fresh local Ray; what this opened it closes (which also ends the forwarding of worker
-    logs, so a caller's last printed line is its own)."""
+    logs, so a caller's last printed line is its own). The workers of a local Ray know their cluster's address
+    (hierpt.console.worker_setup): the machine may run other Ray instances, a cluster's head runs one."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    ray.init(address=named_cluster() or "local", **init_options)
+    if not verbose():  # Ray's notice that it turned on token auth, its default for a new local cluster
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    address = named_cluster()
+    if address is None:
+        init_options["runtime_env"] = ray_runtime_env()
+    ray.init(address=address or "local", logging_level=ray_logging_level(), **init_options)
     try:
         yield
     finally:
         ray.shutdown()
+

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import hierpt
 
-LAYERS = [("splitting", "storage_env", "validation", "ray_session"), ("data",), ("model",), ("train",), ("eval",), ("jobs",),
-          ("cli",)]  # fmt: skip
+LAYERS = [("splitting", "storage_env", "validation", "ray_session", "console"), ("data",), ("model",), ("train",),
+          ("eval",), ("jobs",), ("cli",)]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 PACKAGE = Path(hierpt.__file__).parent
 

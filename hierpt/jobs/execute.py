@@ -93,6 +93,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
 
     A checkpoint whose results file holds its evaluation on the same text is not evaluated again.
     """
+    from hierpt.console import track
     from hierpt.eval.evaluate import evaluate_model
     from hierpt.eval.perturb import PERTURBATIONS
     from hierpt.model.export import load_any_export, read_export_document
@@ -108,7 +109,7 @@ def evaluate_checkpoints(spec: EvalJob) -> dict:
         targets = [(0, spec.init_from), *targets]
     written = []
     fs, root = fsspec.core.url_to_fs(spec.output)
-    for step, source in targets:
+    for step, source in track(f"eval {spec.run or spec.checkpoint}: checkpoints", targets):
         name = "result" if step is None else f"step-{step:08d}"
         url = f"{spec.output}/{name}.json"
         if _evaluated(fs, f"{root}/{name}.json", source, spec):

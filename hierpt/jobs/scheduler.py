@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -125,10 +126,16 @@ class Scheduler:
                 self.store.update_job(job.job_id, state="failed", message=str(error))
         self._queue_checkpoint_evals()
 
-    def run(self, poll_s: float = 5.0, until_idle: bool = False, give_up_after_s: float = 900.0) -> None:
-        """Tick until idle (or forever); a cluster silent for `give_up_after_s` ends the watch, jobs kept."""
+    def run(
+        self, poll_s: float = 5.0, until_idle: bool = False, give_up_after_s: float = 900.0,
+        show: Callable[[list[Job]], None] | None = None,
+    ) -> None:  # fmt: skip
+        """Tick until idle (or forever); a cluster silent for `give_up_after_s` ends the watch, jobs kept.
+        `show` gets every job after each tick (hierpt.jobs.watch)."""
         while True:
             self.tick()
+            if show is not None:
+                show(self.store.jobs())
             if until_idle and not self.store.jobs(ACTIVE):
                 return
             if self.unreachable_since and time.time() - self.unreachable_since > give_up_after_s:

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import ray.train
 from pydantic import BaseModel, ConfigDict
 
+from hierpt.console import progress, quiet_stdout
 from hierpt.data.bpe import TOKENIZER_FILE
 from hierpt.data.loader import LoaderState
 
@@ -318,7 +319,8 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
             directory / TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
         )
         return {k: v.float() for k, v in model_states["module"].items()}
-    return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
+    with quiet_stdout():  # DeepSpeed prints each file it parses
+        return get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=TAG)
 
 
 def export(checkpoint: ray.train.Checkpoint, output: str, dtype: str = "fp32") -> str:
@@ -328,15 +330,24 @@ def export(checkpoint: ray.train.Checkpoint, output: str, dtype: str = "fp32") -
     from hierpt.model.export import save_export
     from hierpt.model.family import FAMILIES
 
-    with checkpoint.as_directory() as local:
-        state = read_state(Path(local))
-        family = FAMILIES[state.family]
-        weights = consolidated_state_dict(Path(local), state)
-        tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER_FILE)) if family.uses_tokenizer else None
-    metadata = {
-        "source_checkpoint": checkpoint.path,
-        "step": state.step,
-        "samples_consumed": state.loader.samples_consumed,
-        "data_fingerprint": state.loader.fingerprint,
-    }
-    return save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer, dtype)
+    with progress(f"export {checkpoint.path.rstrip('/').rsplit('/', 1)[-1]}", total=3) as task:
+        task.note("reading the checkpoint")
+        with checkpoint.as_directory() as local:
+            state = read_state(Path(local))
+            family = FAMILIES[state.family]
+            task.advance()
+            task.note("consolidating the weights")
+            weights = consolidated_state_dict(Path(local), state)
+            tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER_FILE)) if family.uses_tokenizer else None
+        task.advance()
+        task.note(f"writing {output}")
+        metadata = {
+            "source_checkpoint": checkpoint.path,
+            "step": state.step,
+            "samples_consumed": state.loader.samples_consumed,
+            "data_fingerprint": state.loader.fingerprint,
+        }
+        exported = save_export(weights, family.config_type.from_dict(state.model), output, metadata, tokenizer, dtype)
+        task.advance()
+        task.note("")
+    return exported

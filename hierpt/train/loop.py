@@ -10,6 +10,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from hierpt.console import quiet_stdout, quiet_worker
 from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
 from hierpt.data.loader import DeterministicLoader, MicroBatch
 from hierpt.data.shards import read_manifest
@@ -29,6 +30,7 @@ def train_worker(config: dict) -> None:
     job = TrainJob.model_validate(config["job"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    quiet_worker(rank)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -149,5 +151,6 @@ def build_engine(job: TrainJob, model: torch.nn.Module, world_size: int, load_un
     no_decay = [p for p in trainable if p.ndim < 2]
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     config = deepspeed_config(job, world_size, load_universal)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
+    with quiet_stdout():  # DeepSpeed prints that it built its shared-memory op, on every rank
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
     return engine

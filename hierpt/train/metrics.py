@@ -44,6 +44,19 @@ def peak_flops_per_device(configured: float | None, device: torch.device) -> flo
     return None
 
 
+def progress_line(m: dict, total_steps: int, unit: str) -> str:
+    """Rank 0's console line of a step (metrics as `MetricsLog.step` returns them): plain text, no ANSI codes,
+    as readable in a CI log as on a terminal."""
+    width = 20
+    done = int(width * m["step"] / total_steps)
+    mfu = f" mfu {m['mfu']:.3f}" if "mfu" in m else ""
+    return (
+        f"[{'#' * done}{'.' * (width - done)}] step {m['step']}/{total_steps} loss {m['loss']:.4f} "
+        f"bpb {m['bits_per_byte']:.3f} {unit}/s {m[f'{unit}_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
+        f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f}{mfu} data wait {m['data_wait_s']:.3f}s"
+    )
+
+
 class RayGauges:
     """The step's scalars as Ray gauges (ray.util.metrics), tagged with the run's name."""
 
@@ -155,16 +168,7 @@ class MetricsLog:
         return metrics
 
     def _show(self, m: dict) -> None:
-        width = 20
-        done = int(width * m["step"] / self.total_steps)
-        unit = self.family.unit
-        mfu = f" mfu {m['mfu']:.3f}" if "mfu" in m else ""
-        print(
-            f"[{'#' * done}{'.' * (width - done)}] step {m['step']}/{self.total_steps} loss {m['loss']:.4f} "
-            f"bpb {m['bits_per_byte']:.3f} {unit}/s {m[f'{unit}_per_s']:.0f} bytes/s {m['bytes_per_s']:.0f} "
-            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f}{mfu} data wait {m['data_wait_s']:.3f}s",
-            flush=True,
-        )
+        print(progress_line(m, self.total_steps, self.family.unit), flush=True)
         if self.tracker is not None:
             self.tracker.log({f"train/{key}": value for key, value in m.items() if key != "step"}, m["step"])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hierpt import console
 from hierpt.data.shards import read_manifest
 from hierpt.storage_env import s3_location, storage_settings
 from hierpt.train import checkpoint
@@ -50,7 +51,7 @@ def fit(job: TrainJob, model_config) -> dict:
 
 
 def _trainer(job: TrainJob, model_config, use_gpu: bool):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from hierpt.train.loop import train_worker
@@ -71,6 +72,7 @@ def _trainer(job: TrainJob, model_config, use_gpu: bool):
                 max_failures=job.max_failures, max_preemption_failures=job.elastic.max_preemption_failures
             ),
             checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.keep_last),
+            logging_config=LoggingConfig(log_level=console.train_logging_level()),
         ),
     )
 
@@ -167,8 +169,8 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
     """Object-store settings the workers need for shards and fault markers (s3fs reads env; credentials are the
     cluster's own, hierpt.storage_env); on CPU also MKL's strict reproducibility mode (results independent of memory alignment), which bit-exact
     resume relies on. Ray Train's print patch is off: with it, every progress line reached the driver twice
-    (once through the patched logger, once through Ray's stdout forwarding)."""
-    env = storage_settings()
+    (once through the patched logger, once through Ray's stdout forwarding). --verbose reaches them too."""
+    env = {**storage_settings(), **console.worker_env()}
     env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     if not use_gpu:
         env["MKL_CBWR"] = os.environ.get("MKL_CBWR", "AUTO,STRICT")

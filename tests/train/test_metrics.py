@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch.utils.flop_counter import FlopCounterMode
 
 from hierpt.model.hat import HATConfig, flops_per_word
-from hierpt.train.metrics import MetricsLog, RayGauges, StepSums, peak_flops_per_device
+from hierpt.train.metrics import MetricsLog, RayGauges, StepSums, peak_flops_per_device, progress_line
 from tests.fixtures.models import TEXT, batch, tiny_model
 
 TINY = HATConfig.from_name("tiny")
@@ -68,6 +68,17 @@ def test_a_cpu_without_a_configured_peak_reports_no_mfu_and_says_how_to_get_one(
     shown = capsys.readouterr().out
     assert "mfu: not computed on CPU" in shown and "set peak_flops" in shown
     assert " mfu " not in shown.splitlines()[-1]
+
+
+def test_a_step_is_one_plain_line_with_its_bar_and_numbers():
+    metrics = {"step": 5, "loss": 3.0, "bits_per_byte": 1.15, "words_per_s": 210.4, "bytes_per_s": 1052.0,
+               "lr": 1e-3, "grad_norm": 0.5, "data_wait_s": 0.0012}  # fmt: skip
+    line = progress_line(metrics, total_steps=20, unit="words")
+    assert line == ("[#####...............] step 5/20 loss 3.0000 bpb 1.150 words/s 210 bytes/s 1052 lr 1.00e-03 "
+                    "gnorm 0.500 data wait 0.001s")  # fmt: skip
+    assert "mfu 0.420" in progress_line({**metrics, "mfu": 0.42}, 20, "words")
+    done = progress_line({**metrics, "step": 20, "tokens_per_s": 9.0}, 20, "tokens")
+    assert done.startswith(f"[{'#' * 20}] step 20/20") and "tokens/s 9 " in done and "\n" not in done
 
 
 def test_the_flop_count_is_at_most_what_the_model_computes_and_near_it():

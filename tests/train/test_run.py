@@ -6,11 +6,15 @@ first execution bit for bit, on the same samples.
 """
 
 import json
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hierpt.cli import main as cli
@@ -171,6 +175,18 @@ def test_zero2_kill_while_checkpointing_then_resize_export_and_continue_on_new_s
     assert any(not torch.equal(kept[n], reset[n]) for n in kept), "only the optimizer state differed"
 
 
+def cli_train(job: TrainJob, tmp_path) -> tuple[dict, list[str]]:
+    """`hierpt train` of the job in a subprocess, on a local Ray of its own as a user's (the session's has no
+    dashboard, which Ray Train's placement group cleaner needs and says so): its summary and every line printed."""
+    spec = tmp_path / f"{job.name}.yaml"
+    spec.write_text(yaml.safe_dump({"kind": "pretrain", **job.model_dump(mode="json")}))
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "hierpt.cli", "train", str(spec)], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1]), (done.stdout + done.stderr).splitlines()
+
+
 def first_batch_loss(model, shards) -> float:
     """Mean micro-batch loss of the first global batch of `shards` (seed 7), as the training loop computes it."""
     loader = DeterministicLoader(shards, 7, GLOBAL_BATCH, 1, 0, 1, word_batch(model.config.max_word_bytes))
@@ -182,10 +198,18 @@ def first_batch_loss(model, shards) -> float:
 def test_zero3_survives_a_sigkill_and_resizes_2_to_1_to_2_workers_keeping_order(ray_local, shards_a, tmp_path):
     storage, trace_dir = tmp_path / "runs", tmp_path / "trace"
     resumed = []
-    for workers, steps, faults in ((2, 6, [{"kill_rank": 1, "at_step": 5}]), (1, 8, []), (2, 10, [])):
+    for workers, steps, faults in ((2, 6, [{"kill_rank": 1, "at_step": 5}]), (1, 8, [])):
         job = make_job("zero3", storage, shards_a, trace_dir, zero_stage=3, steps=steps, num_workers=workers,
                        checkpoint={"every": 2}, faults=faults, max_failures=1)  # fmt: skip
         resumed.append(train(job)["resumed_from_step"])
+    # back to 2 workers as a user runs it: `hierpt train`
+    summary, lines = cli_train(job.model_copy(update={"steps": 10, "num_workers": 2}), tmp_path)
+    resumed.append(summary["resumed_from_step"])
+    # all it printed: one line per step (rank 0's) and a constant few, so a 20-step train prints at most ~30
+    # (issue 16); no Ray Train report lines, no worker prefixes, no ANSI codes off a terminal
+    progress = [line for line in lines if line.startswith("[") and " step " in line]
+    assert len(progress) == 2 and len(lines) <= len(progress) + 6, "\n".join(lines)
+    assert not [line for line in lines if "\x1b" in line or "TrainingReport" in line or "pid=" in line], lines
     assert resumed[0] in (2, 4) and resumed[1:] == [6, 8]  # 2 if Ray had not registered step 4 before the kill
     trace = read_trace(trace_dir)
     assert assert_reexecuted_steps_match(trace) >= 2  # the steps after the checkpoint ran again, bit-exactly

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import fsspec
 import numpy as np
 
+from hierpt.console import progress
 from hierpt.data.shards import write_atomic
 from hierpt.storage_env import storage_settings
 
@@ -108,10 +109,8 @@ def run_stage(
     """Run `fn` over the items (each with a unique "id" and a "bytes" estimate) not yet in the stage's ledger.
 
     Returns every item's result by id, and the stage's timing summary (seconds, MB, peak task RSS). Progress goes
-    to stderr as one tqdm line: items done / total, MB/s, ETA.
+    to stderr as one line (hierpt.console): items done / total, MB/s; Ray Data's own bars are off (`map_items`).
     """
-    from tqdm import tqdm
-
     ledger = Ledger(output_url, stage)
     done = {i["id"]: ledger.done[i["id"]] for i in items if i["id"] in ledger.done}
     todo = sorted((i for i in items if i["id"] not in done), key=lambda i: -i["bytes"])  # largest first: a short tail
@@ -119,17 +118,14 @@ def run_stage(
         log(f"prep: resuming {stage}: {len(done)} of {len(items)} items already done, {len(todo)} to go")
     started, mb, peak = time.monotonic(), 0.0, 0.0
     total_mb = sum(i["bytes"] for i in todo) / 1e6
-    with tqdm(
-        total=len(todo), desc=f"prep {stage}", unit="item", file=sys.stderr, mininterval=1.0, disable=not todo,
-        bar_format="{desc}: {n}/{total} {unit}s [{elapsed}<{remaining}] {postfix}",
-    ) as bar:  # fmt: skip
+    with progress(f"prep {stage}", total=len(todo)) as bar:
         for result in map_items(todo, fn, workers):
             peak = max(peak, result.pop("peak_rss_mb", 0.0))
             ledger.add(result)
             done[result["id"]] = result
             mb += result.get("bytes", 0) / 1e6
-            bar.set_postfix_str(f"{mb:,.1f}/{total_mb:,.1f} MB, {mb / max(time.monotonic() - started, 1e-9):,.1f} MB/s", False)
-            bar.update()
+            bar.note(f"{mb:,.1f}/{total_mb:,.1f} MB, {mb / max(time.monotonic() - started, 1e-9):,.1f} MB/s")
+            bar.advance()
     ledger.flush()
     return done, {"seconds": time.monotonic() - started, "mb": mb, "items": len(todo), "peak_task_rss_mb": peak}
 
