@@ -126,7 +126,9 @@ class Lease:
         return sorted(found)
 
     def _current(self) -> tuple[int, dict | None]:
-        """The newest generation and its holder; an unreadable (torn) file counts as expired."""
+        """The newest generation and its holder. An unreadable file is a winner still writing it (a local
+        exclusive create is empty until written) or one that died mid-write: it holds the run for our ttl from
+        its modification time, so a contender that reads it half-written cannot take the run too."""
         generations = self._generations()
         if not generations:
             return 0, None
@@ -134,8 +136,11 @@ class Lease:
         try:
             holder = json.loads(self.fs.cat_file(path))
             holder["heartbeat"], holder["ttl_s"] = float(holder["heartbeat"]), float(holder["ttl_s"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except FileNotFoundError:
             return generation, None
+        except (ValueError, KeyError, TypeError):
+            written = self.fs.modified(path).timestamp()
+            return generation, {"job": None, "attempt": 0, "heartbeat": written, "ttl_s": self.ttl_s}
         return generation, holder
 
 

@@ -4,6 +4,7 @@ dead holder, and the takeover by the next attempt of the same scheduler job."""
 import threading
 import time
 
+import fsspec
 import pytest
 
 from hierpt.train.lease import LEASE_ATTEMPT, LEASE_JOB, Lease, RunBusy
@@ -40,6 +41,17 @@ def test_of_trainers_starting_at_once_exactly_one_holds_the_run(run_url):
         lease.release()
     with Lease(run_url, ttl_s=60):  # released: the next trainer takes the run at once
         pass
+
+
+def test_a_lease_file_still_being_written_holds_the_run_until_it_expires(run_url):
+    fs, root = fsspec.core.url_to_fs(run_url)
+    fs.makedirs(f"{root}/_lease", exist_ok=True)
+    fs.pipe_file(f"{root}/_lease/00000001.json", b"")  # a winner's exclusive create, before its first write
+    with pytest.raises(RunBusy, match="refusing a second trainer"):
+        Lease(run_url, ttl_s=60).acquire()
+    time.sleep(1.6)  # past a 0.5 s ttl even at S3's one-second modification times: a writer that died mid-write
+    with Lease(run_url, ttl_s=0.5) as successor:
+        assert successor.generation == 2
 
 
 def test_a_live_holder_refuses_others_and_a_dead_one_blocks_only_until_its_lease_expires(run_url):
