@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from hierpt.console import progress, quiet_stdout
 from hierpt.data.bpe import TOKENIZER_FILE
 from hierpt.data.loader import LoaderState
+from hierpt.train.deepspeed_config import import_deepspeed
 
 TAG = "ds"  # DeepSpeed's tag: the sub-directory holding its files
 STATE_FILE = "hierpt_state.json"
@@ -181,6 +182,7 @@ def needs_universal(resume: Resume | None, world_size: int) -> bool:
 
 def convert_to_universal(tag_dir: Path, output: Path) -> None:
     """DeepSpeed's own converter, run in-process (one worker: Ray workers should not fork pools)."""
+    import_deepspeed()
     from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
 
     args = Namespace(
@@ -312,6 +314,8 @@ def as_export(url: str) -> Iterator[str]:
 def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
     """Full fp32 weights from a (sharded) DeepSpeed checkpoint, with DeepSpeed's zero_to_fp32 tools."""
     import torch
+
+    import_deepspeed()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     if state.zero_stage == 0:

@@ -17,7 +17,7 @@ from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
 from hierpt.train import checkpoint
 from hierpt.train.config import TrainJob
-from hierpt.train.deepspeed_config import deepspeed_config
+from hierpt.train.deepspeed_config import deepspeed_config, import_deepspeed
 from hierpt.train.faults import FaultInjector, StepTrace
 from hierpt.train.metrics import MetricsLog, StepSums, peak_flops_per_device
 from hierpt.train.schedule import lr_at, set_lr
@@ -144,8 +144,7 @@ def build_model(job: TrainJob, model_config, tokenizer: BPETokenizer | None, fre
 
 def build_engine(job: TrainJob, model: torch.nn.Module, world_size: int, load_universal: bool):
     """DeepSpeed engine; no weight decay on norms (1-D parameters), as usual for Llama-style models."""
-    import deepspeed
-
+    deepspeed = import_deepspeed()
     trainable = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]

@@ -93,3 +93,16 @@ def test_trackers_default_to_tensorboard_and_bad_lists_name_the_field(monkeypatc
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None if name == "mlflow" else object())
     with pytest.raises(ValueError, match=r"mlflow not installed here \(pip install 'hierpt\[tracking\]'\)"):
         job(tracking=["mlflow"])
+
+
+def test_deepspeed_is_imported_without_its_autotuners_mlflow_probe_and_mlflow_stays_importable():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from hierpt.train.deepspeed_config import import_deepspeed; import_deepspeed(); "
+        "from deepspeed.autotuning import autotuner; assert not autotuner.has_mlflow; "
+        "assert 'mlflow' not in sys.modules; import mlflow"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
