@@ -77,7 +77,8 @@ class Store:
         line instead of a new empty database that answers "no such job"."""
         if not create and not Path(path).is_file():
             raise FileNotFoundError(
-                f"no scheduler database at {path} (`hierpt jobs submit` creates it; --db or HIERPT_SCHEDULER_DB names another)"
+                f"no scheduler database at {path} (`hierpt jobs submit` creates it; "
+                "--db or HIERPT_SCHEDULER_DB names another)"
             )
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)

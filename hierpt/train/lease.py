@@ -139,7 +139,10 @@ class Lease:
         except FileNotFoundError:
             return generation, None
         except (ValueError, KeyError, TypeError):
-            written = self.fs.modified(path).timestamp()
+            try:
+                written = self.fs.modified(path).timestamp()
+            except FileNotFoundError:
+                return generation, None
             return generation, {"job": None, "attempt": 0, "heartbeat": written, "ttl_s": self.ttl_s}
         return generation, holder
 
@@ -151,5 +154,7 @@ def _already_exists(error: OSError) -> bool:
 
 
 def _describe(holder: dict) -> str:
+    if "pid" not in holder:
+        return "a trainer whose lease file is not written yet"
     who = f"job {holder['job']} attempt {holder['attempt']}" if holder.get("job") else "a trainer"
     return f"{who} (pid {holder.get('pid')} on {holder.get('host')})"
