@@ -23,28 +23,30 @@ import time
 from hierpt.train.config import RunTracking
 
 
-def flat_scalars(tree: dict, prefix: str = "") -> dict[str, float]:
+def _leaves(tree: dict, separator: str, prefix: str = "") -> dict[str, object]:
+    """The leaves of nested dicts under their keys joined by `separator`."""
+    leaves = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        leaves |= _leaves(value, separator, f"{name}{separator}") if isinstance(value, dict) else {name: value}
+    return leaves
+
+
+def flat_scalars(tree: dict) -> dict[str, float]:
     """The numbers of a nested result (an eval result JSON) under slash-joined keys; other leaves are left out."""
-    scalars = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            scalars |= flat_scalars(value, f"{name}/")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            scalars[name] = float(value)
-    return scalars
+    return {
+        name: float(value)
+        for name, value in _leaves(tree, "/").items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
-def flat_params(tree: dict, prefix: str = "") -> dict[str, str | float | bool]:
+def flat_params(tree: dict) -> dict[str, str | float | bool]:
     """A spec as dotted hyperparameters: numbers, strings and flags as they are, lists and nulls as text."""
-    params = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            params |= flat_params(value, f"{name}.")
-        else:
-            params[name] = value if isinstance(value, (str, int, float, bool)) else str(value)
-    return params
+    return {
+        name: value if isinstance(value, (str, int, float, bool)) else str(value)
+        for name, value in _leaves(tree, ".").items()
+    }
 
 
 def _run_id(tracking: RunTracking, job_type: str) -> str:
