@@ -83,7 +83,8 @@ def _compute_match(args: argparse.Namespace) -> None:
     parser = Parser(prog="hierpt compute-match", description=compute_match.__doc__.split("\n")[0])
     parser.add_argument("--hat", default="small", help="HAT preset, or a job spec YAML (its `model`)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", help="corpus (JSONL with `text`, or plain text): bytes/word and bytes/token of it")
+    source.add_argument("--text", help="corpus file (.jsonl[.gz|.zst], .txt or .parquet, read as prep reads it): "
+                        "bytes/word and bytes/token of it")  # fmt: skip
     source.add_argument("--token-shards", help="a token shard set (hierpt prep --seq-tokens): ratios of its manifest")
     source.add_argument("--bytes-per-word", type=float,
                         help="measured elsewhere (with --bytes-per-token and --vocab-size)")
@@ -358,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="bits/byte, word accuracy, robustness, compression per language")
     ev.add_argument("--checkpoint", required=True, help="export (HAT or baseline), checkpoint or run (its latest)")
-    ev.add_argument("--text", required=True, help="JSONL with `text` and optional `lang`, or plain text")
+    ev.add_argument("--text", required=True, help="documents as prep reads them: .jsonl[.gz|.zst] with `text` and "
+                    "optional `lang`, .txt (a line each) or .parquet")  # fmt: skip
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.add_argument("--tokenizer", type=_json_file, help="BPE tokenizer JSON: adds bytes per token to a HAT's compression")
     ev.add_argument("--seed", type=int, default=0, help="seed of the perturbations")

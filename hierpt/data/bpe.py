@@ -60,12 +60,16 @@ class BPETokenizer:
         if parent:
             fs.makedirs(parent, exist_ok=True)
         with fs.open(path, "w") as f:
-            f.write(self.tokenizer.to_str())
+            f.write(self.to_json())
         return url
+
+    def to_json(self) -> str:
+        """The tokenizers JSON document (what `save` writes and `load` reads)."""
+        return self.tokenizer.to_str()
 
     def sha256(self) -> str:
         """Identifies the vocabulary: token shards, checkpoints and exports must agree on it."""
-        return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @property
     def eod_id(self) -> int:

@@ -26,6 +26,7 @@ from hierpt.validation import first_error
 
 Format = Literal["txt", "jsonl", "jsonl.gz", "jsonl.zst", "parquet"]
 FORMATS: tuple[str, ...] = ("jsonl.gz", "jsonl.zst", "jsonl", "parquet", "txt")  # longest suffix first
+MAX_DOC_BYTES = 64 << 20
 
 
 class Source(BaseModel):
@@ -53,7 +54,7 @@ class Recipe(BaseModel):
     max_word_bytes: int = Field(default=DEFAULT_MAX_WORD_BYTES, ge=4, le=1024)
     seq_words: int = Field(default=1024, ge=2)
     rows_per_shard: int = Field(default=8192, ge=1)  # rows per Parquet file
-    max_doc_bytes: int = Field(default=64 << 20, ge=1)  # longer documents are rejected as `document_too_long`
+    max_doc_bytes: int = Field(default=MAX_DOC_BYTES, ge=1)  # longer documents are rejected as `document_too_long`
     output: str | None = None  # default output URL; `hierpt prep --output` overrides it
     _base_dir: str = PrivateAttr(default="")  # where relative local source paths start (the recipe's directory)
 

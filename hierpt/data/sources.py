@@ -1,16 +1,10 @@
 """Reading raw corpora: resolve a recipe's sources to files on any fsspec URL, then stream their documents.
 
-Every line or row either becomes a `Document` or a `Rejection` with a reason, so a bad file costs its own bad
-documents and nothing else. Reasons (the manifest's ``rejected`` keys):
-
-- ``malformed_json`` a jsonl line that is not JSON; ``not_an_object`` valid JSON that is not an object
-- ``missing_text_field`` / ``non_string_text_field`` the configured text field is absent (or null) / not a string
-- ``empty_document`` only whitespace; ``empty_file`` a file (after decompression) with no bytes
-- ``nul_bytes`` text containing U+0000; ``binary_junk`` more than 10% control or undecodable characters
-- ``document_too_long`` more than the recipe's max_doc_bytes
-- ``corrupt_file`` a truncated or corrupt gzip/zstd stream or an unreadable Parquet file: the documents read
-  before the damage are kept, the rest of the file is counted once
-- ``unreadable_file`` reading a listed file failed (network, permissions); counted like ``corrupt_file``
+What a document of a file is, for prep and for evaluation alike: a line of a ``.txt`` file, the text field of
+a JSON object on a line of a ``.jsonl`` file (optionally gzip or zstd compressed), the text column of a
+Parquet row. Every line or row either becomes a `Document` or a `Rejection` with a reason (`REASONS`, the
+manifest's ``rejected`` keys), so a bad file costs its own bad documents and nothing else; a truncated or
+corrupt file keeps the documents read before the damage. Prep counts rejections; evaluation refuses them.
 
 Invalid UTF-8 is repaired, not rejected (hierpt.splitting's replacement policy); `Document.replacements` counts it.
 """
@@ -30,12 +24,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from hierpt.data.recipe import FORMATS, Recipe, Source
+from hierpt.data.recipe import FORMATS, Recipe
 from hierpt.splitting import decode_utf8
 
 _CHUNK = 1 << 20
 _JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _JUNK_FRACTION = 0.1
+REASONS = {
+    "malformed_json": "not JSON",
+    "not_an_object": "not a JSON object",
+    "missing_text_field": "no text field (absent or null)",
+    "non_string_text_field": "the text field is not a string",
+    "non_string_lang_field": "the language field is not a string",
+    "empty_document": "only whitespace",
+    "empty_file": "no bytes (after decompression)",
+    "nul_bytes": "text containing U+0000",
+    "binary_junk": f"more than {_JUNK_FRACTION:.0%} control or undecodable characters",
+    "document_too_long": "longer than max_doc_bytes",
+    "corrupt_file": "a truncated or corrupt gzip/zstd stream or Parquet file (documents before the damage kept)",
+    "unreadable_file": "reading the file failed (network, permissions), counted like corrupt_file",
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class Document(NamedTuple):  # a tuple: one is made per document, on the hot pat
     line: int  # 1-based line (jsonl, txt) or row (parquet)
     text: str
     replacements: int  # invalid UTF-8 sequences replaced by U+FFFD
+    lang: str | None = None  # a JSONL object's language field, when `read_documents` was asked for one
 
 
 class Rejection(NamedTuple):
@@ -60,10 +69,21 @@ class Rejection(NamedTuple):
     reason: str
 
 
-def format_of(path: str, source: Source) -> str | None:
-    if source.format:
-        return source.format
+def format_of(path: str, declared: str | None = None) -> str | None:
+    if declared:
+        return declared
     return next((fmt for fmt in FORMATS if path.endswith("." + fmt)), None)
+
+
+def input_file(url: str) -> InputFile:
+    """One file outside any recipe (an evaluation set), its format from its name."""
+    fmt = format_of(url)
+    if fmt is None:
+        raise ValueError(f"{url}: not a {' / '.join('.' + f for f in FORMATS)} file")
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.isfile(path):
+        raise FileNotFoundError(f"{url} does not exist")
+    return InputFile(0, url, path.rsplit("/", 1)[-1], fmt, fs.size(path))
 
 
 def list_inputs(recipe: Recipe) -> list[InputFile]:
@@ -94,7 +114,7 @@ def list_inputs(recipe: Recipe) -> list[InputFile]:
         chosen = []
         for p in sorted(sizes):
             name = p.rsplit("/", 1)[-1]
-            fmt = format_of(p, source)
+            fmt = format_of(p, source.format)
             if name.startswith((".", "_")) or fmt is None:
                 continue
             rel = p[len(root) :].lstrip("/") or name
@@ -108,12 +128,17 @@ def list_inputs(recipe: Recipe) -> list[InputFile]:
 
 
 def read_documents(
-    file: InputFile, text_field: str, max_doc_bytes: int, byte_range: tuple[int, int] | None = None
+    file: InputFile,
+    text_field: str,
+    max_doc_bytes: int,
+    byte_range: tuple[int, int] | None = None,
+    lang_field: str | None = None,
 ) -> Iterator[Document | Rejection]:
     """Stream the documents of one file, never raising for bad content.
 
     `byte_range` (Parquet only) reads just the row groups that start inside it, so one large Parquet file is
     split across tasks; whole-file findings (a missing column, an unreadable footer) belong to the range at 0.
+    `lang_field` (JSONL) reads each object's language into `Document.lang`.
     """
     if file.format == "parquet":
         yield from _parquet_documents(file, text_field, max_doc_bytes, byte_range or (0, file.size))
@@ -134,12 +159,13 @@ def read_documents(
                     text, replacements = raw.decode(), 0  # the common case, without the repair scan
                 except UnicodeDecodeError:
                     text, replacements = decode_utf8(raw)
+                lang = None
                 if is_json:
-                    text, reason = _json_text(text, text_field)
+                    text, lang, reason = _json_text(text, text_field, lang_field)
                     if reason:
                         yield Rejection(line_no, reason)
                         continue
-                yield _checked(line_no, text, replacements, max_doc_bytes)
+                yield _checked(line_no, text, replacements, max_doc_bytes, lang)
     except (EOFError, zlib.error, zstandard.ZstdError):
         yield Rejection(None, "corrupt_file")
         return
@@ -150,7 +176,9 @@ def read_documents(
         yield Rejection(None, "empty_file")
 
 
-def _checked(line: int, text: str, replacements: int, max_doc_bytes: int) -> Document | Rejection:
+def _checked(
+    line: int, text: str, replacements: int, max_doc_bytes: int, lang: str | None = None
+) -> Document | Rejection:
     if not text.strip():
         return Rejection(line, "empty_document")
     if len(text) > max_doc_bytes or (4 * len(text) > max_doc_bytes and len(text.encode()) > max_doc_bytes):
@@ -160,22 +188,26 @@ def _checked(line: int, text: str, replacements: int, max_doc_bytes: int) -> Doc
         return Rejection(line, "binary_junk")
     if "\x00" in text:
         return Rejection(line, "nul_bytes")
-    return Document(line, text, replacements)
+    return Document(line, text, replacements, lang)
 
 
-def _json_text(line: str, text_field: str) -> tuple[str, str | None]:
+def _json_text(line: str, text_field: str, lang_field: str | None) -> tuple[str, str | None, str | None]:
+    """(text, language, rejection reason) of one JSONL line."""
     try:
         record = json.loads(line)
     except ValueError:
-        return "", "malformed_json"
+        return "", None, "malformed_json"
     if not isinstance(record, dict):
-        return "", "not_an_object"
+        return "", None, "not_an_object"
     value = record.get(text_field)
     if value is None:
-        return "", "missing_text_field"
+        return "", None, "missing_text_field"
     if not isinstance(value, str):
-        return "", "non_string_text_field"
-    return value, None
+        return "", None, "non_string_text_field"
+    lang = record.get(lang_field) if lang_field else None
+    if lang is not None and not isinstance(lang, str):
+        return "", None, "non_string_lang_field"
+    return value, lang, None
 
 
 def _decompressed(stream, codec: str | None) -> Iterator[bytes]:

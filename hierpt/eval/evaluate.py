@@ -10,23 +10,25 @@ every position is predicted exactly once.
 Word accuracy counts the HAT's words (and the document end) for both models: for the HAT a word is right when
 the argmax gets all its bytes and its end mark; for the baseline, when it gets every token covering its bytes.
 
-Input: JSONL (``.jsonl``, optionally compressed: one object per line with ``text`` and optional ``lang``) or
-plain text (documents separated by blank lines). Documents without ``lang`` count as ``und``; ``all``
-aggregates them all.
+Input: one file of any format prep reads, with its documents as prep reads them (hierpt.data.sources): a JSONL
+object per line with ``text`` and optional ``lang`` (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``), a line of
+plain text (``.txt``), a Parquet row's ``text``. Documents without ``lang`` count as ``und``; ``all``
+aggregates them all. Unlike prep, which counts bad lines and goes on, evaluation refuses a file with one: a
+score on a silently smaller set would look like a score on the whole.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
-import fsspec
 import torch
 
+from hierpt.data import sources
 from hierpt.data.bpe import BPETokenizer
+from hierpt.data.recipe import MAX_DOC_BYTES
+from hierpt.data.sources import Document, Rejection
 from hierpt.eval.metrics import ScoreSums, compression, relative_increase
 from hierpt.eval.perturb import PERTURBATIONS, RATE, perturb
 from hierpt.model.baseline import Baseline
@@ -50,39 +52,22 @@ ROUND_WORDS = 1 << 15  # words per round of batches whose distinct words are enc
 Scorer = Callable[[Sequence[str]], list[ScoreSums]]  # sums per text, in order
 
 
-@dataclass(frozen=True)
-class Document:
-    text: str
-    lang: str = UNDETERMINED
-
-
 def read_documents(url: str) -> list[Document]:
-    """Documents of a JSONL or plain-text file (any fsspec URL); bad lines are named by number."""
-    with fsspec.open(url, "r", encoding="utf-8", compression="infer") as f:
-        raw = f.read()
-    if ".jsonl" in url.rsplit("/", 1)[-1]:  # also .jsonl.gz, .jsonl.zst
-        documents = [
-            _json_document(line, url, number) for number, line in enumerate(raw.splitlines(), 1) if line.strip()
-        ]
-    else:
-        documents = [Document(part.strip("\n")) for part in raw.split("\n\n") if part.strip()]
-    documents = [doc for doc in documents if doc.text]
+    """The documents of one file (any fsspec URL), each with its language; a rejected line is an error naming it
+    (whitespace-only documents are skipped, as prep counts them)."""
+    documents = []
+    for doc in sources.read_documents(sources.input_file(url), "text", MAX_DOC_BYTES, lang_field="lang"):
+        if isinstance(doc, Rejection):
+            if doc.reason == "empty_document":
+                continue
+            where = f"{url}:{doc.line}" if doc.line else url
+            raise ValueError(f"{where}: {doc.reason}: {sources.REASONS[doc.reason]}")
+        if doc.lang == ALL:
+            raise ValueError(f"{url}:{doc.line}: lang {ALL!r} is reserved for the aggregate of all languages")
+        documents.append(doc if doc.lang else doc._replace(lang=UNDETERMINED))
     if not documents:
         raise ValueError(f"{url}: no documents with text")
     return documents
-
-
-def _json_document(line: str, url: str, number: int) -> Document:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{url}:{number}: not JSON ({error.msg})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-        raise ValueError(f"{url}:{number}: needs a string field `text`")
-    lang = record.get("lang") or UNDETERMINED
-    if not isinstance(lang, str) or lang == ALL:
-        raise ValueError(f"{url}:{number}: `lang` must be a string other than {ALL!r}")
-    return Document(record["text"], lang)
 
 
 def window_starts(n: int, length: int) -> range:
@@ -287,7 +272,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     perturbations: Sequence[str] = PERTURBATIONS,
 ) -> dict:
-    """`evaluate` for an export (HAT, or baseline with its own tokenizer) on a JSONL or plain-text file."""
+    """`evaluate` for an export (HAT, or baseline with its own tokenizer) on a file (`read_documents`)."""
     model, own_tokenizer = load_any_export(checkpoint, device)
     return {"checkpoint": checkpoint, **evaluate_model(model, own_tokenizer, text, seed, rate, tokenizer, perturbations)}
 

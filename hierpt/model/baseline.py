@@ -8,10 +8,13 @@ Trainer plug-in point: a batch is a dict ``{"tokens": [B, T] int64, "token_bytes
 ``model(**batch)`` returns `BaselineOutput` (``loss`` to backpropagate, sums to aggregate) — the HAT's batch is
 ``{"word_bytes", "lengths"}`` with the same call. As for the HAT, the first position of a sequence is context
 only; padding is `IGNORE` in ``tokens``.
+
+Its export is a standard Llama checkpoint (`llama_export`): the same weights under Llama's tensor names.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -19,7 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
 from hierpt.model.hat import IGNORE, Stack, StackConfig, from_preset, stack_flops
+
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 @dataclass(frozen=True)
@@ -151,4 +157,95 @@ def flops_per_token(config: BaselineConfig) -> float:
 def build_meta(config: BaselineConfig) -> Baseline:
     with torch.device("meta"):
         return Baseline(config)
+
+
+# The baseline's end-of-document id has no text in hierpt's vocabulary (hierpt.data.bpe); for Hugging Face
+# tokenizers it is this special token, which `AutoTokenizer` appends at exactly that id.
+EOD_TOKEN = "<|endoftext|>"
+
+# hierpt's baseline tensors -> Llama's (transformers' LlamaForCausalLM): a fused tensor splits along dim 0 into
+# the listed parts, in order. Both rotate query/key halves (x[:h/2], x[h/2:]) for RoPE, so no permutation.
+LLAMA_LAYER = {
+    "attn_norm.weight": ("input_layernorm.weight",),
+    "attn.qkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.out.weight": ("self_attn.o_proj.weight",),
+    "mlp_norm.weight": ("post_attention_layernorm.weight",),
+    "mlp.gate_up.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    "mlp.down.weight": ("mlp.down_proj.weight",),
+}
+LLAMA_OUTER = {
+    "embed.weight": ("model.embed_tokens.weight",),
+    "backbone.norm.weight": ("model.norm.weight",),
+    "lm_head.weight": ("lm_head.weight",),
+}
+
+
+def llama_names(config: BaselineConfig) -> dict[str, tuple[str, ...]]:
+    """Each baseline tensor's name and the Llama tensor(s) it becomes."""
+    names = dict(LLAMA_OUTER)
+    for layer in range(config.backbone.layers):
+        ours, theirs = f"backbone.blocks.{layer}.", f"model.layers.{layer}."
+        names |= {ours + name: tuple(theirs + part for part in parts) for name, parts in LLAMA_LAYER.items()}
+    return names
+
+
+def to_llama(state_dict: dict[str, torch.Tensor], config: BaselineConfig) -> dict[str, torch.Tensor]:
+    return {
+        part: tensor
+        for name, parts in llama_names(config).items()
+        for part, tensor in zip(parts, state_dict[name].chunk(len(parts)))
+    }
+
+
+def from_llama(config: BaselineConfig, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Llama export's tensors under the baseline's names (`hierpt.model.family.HubFormat.read`)."""
+    return {name: torch.cat([tensors[part] for part in parts]) for name, parts in llama_names(config).items()}
+
+
+def llama_config(config: BaselineConfig, tokenizer: BPETokenizer, dtype: torch.dtype) -> dict:
+    """transformers' LlamaConfig fields of the baseline: no biases, untied head, multi-head (not grouped) keys."""
+    stack = config.backbone
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": config.vocab_size,
+        "hidden_size": stack.dim,
+        "intermediate_size": stack.mlp_hidden,
+        "num_hidden_layers": stack.layers,
+        "num_attention_heads": stack.heads,
+        "num_key_value_heads": stack.heads,
+        "head_dim": stack.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.seq_tokens,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,  # transformers 4's field; 5 reads rope_parameters
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "initializer_range": config.init_std,
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eod_id,
+        "pad_token_id": None,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def tokenizer_config(config: BaselineConfig) -> dict:
+    """What `AutoTokenizer` needs beside tokenizer.json: the fast tokenizer class and the end-of-document token."""
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": EOD_TOKEN,
+        "model_max_length": config.seq_tokens,
+        "clean_up_tokenization_spaces": False,
+    }
+
+
+def llama_export(
+    config: BaselineConfig, tensors: dict[str, torch.Tensor], tokenizer: BPETokenizer, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict, dict, dict[str, str]]:
+    """The baseline as a standard Llama checkpoint (`hierpt.model.family.HubFormat.write`): `LlamaForCausalLM`
+    and `AutoTokenizer` load the export directory as it is."""
+    files = {TOKENIZER_FILE: tokenizer.to_json(), TOKENIZER_CONFIG: json.dumps(tokenizer_config(config), indent=2)}
+    metadata = {"tokenizer_sha256": tokenizer.sha256()}
+    return to_llama(tensors, config), llama_config(config, tokenizer, dtype), metadata, files
 

@@ -2,7 +2,8 @@
 
 Data order, DeepSpeed, checkpoints, metrics and the scheduler are shared. A family says what a shard row
 holds for it (words, or BPE ids of token shards) and which shape fields the shards fix, how its config is
-made from a preset, how rows become model inputs, its training FLOPs per unit, and how it generates text.
+made from a preset, how rows become model inputs, its training FLOPs per unit, how it generates text, and how
+its export reads outside hierpt.
 Adding a family is one model file and one entry in `FAMILIES`.
 """
 
@@ -11,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, NamedTuple
 
+import torch
 from torch import nn
 
 from hierpt.data.bpe import BPETokenizer
@@ -24,6 +26,17 @@ from hierpt.splitting import DEFAULT_MAX_WORD_BYTES
 
 FamilyName = Literal["hat", "baseline"]
 SHARD_KIND = {"words": "word", "tokens": "BPE token"}  # a shard set by what its rows hold
+Tensors = dict[str, torch.Tensor]
+
+
+class HubFormat(NamedTuple):
+    """How a family's export reads in the Hugging Face ecosystem (`hierpt.model.export`)."""
+
+    model_type: str  # config.json's `model_type`
+    # (config, tensors under hierpt's names, tokenizer or None, dtype) -> (tensors as written, config.json
+    # fields, hierpt metadata, side files {name: text})
+    write: Callable[[object, Tensors, BPETokenizer | None, torch.dtype], tuple[Tensors, dict, dict, dict[str, str]]]
+    read: Callable[[object, Tensors], Tensors]  # (config, tensors as written) -> tensors under hierpt's names
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Family:
     generate: Callable[[nn.Module, BPETokenizer | None, Sequence[str], SamplingConfig], list[str]]
     # the longest word when its text is split into HAT words (word accuracy and compression, for every family)
     word_limit: Callable[[object], int]
+    hub: HubFormat
 
     @property
     def uses_tokenizer(self) -> bool:
@@ -98,6 +112,7 @@ FAMILIES: dict[str, Family] = {
         shard_shape=lambda manifest: {"seq_words": manifest.seq_words, "max_word_bytes": manifest.max_word_bytes},
         generate=lambda model, _, prompts, sampling: generate_hat_texts(model, prompts, sampling),
         word_limit=lambda config: config.max_word_bytes,
+        hub=HubFormat("hierpt_hat", hat.hub_export, read=lambda _, tensors: tensors),
     ),
     "baseline": Family(
         "baseline", "tokens", baseline.BaselineConfig, baseline.Baseline,
@@ -105,6 +120,7 @@ FAMILIES: dict[str, Family] = {
         shard_shape=lambda manifest: {"seq_tokens": manifest.tokens.seq_tokens},
         generate=generate_baseline,
         word_limit=lambda _: DEFAULT_MAX_WORD_BYTES,
+        hub=HubFormat("llama", baseline.llama_export, baseline.from_llama),
     ),
 }  # fmt: skip
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from hierpt.splitting import END_OF_DOC, IGNORE, PAD, WORD_MARK
+from hierpt.splitting import END_OF_DOC, IGNORE, PAD, SPLITTER_NAME, WORD_MARK, splitter_version
 
 VOCAB_SIZE = 256
 # Byte modules run on words in length groups, four per doubling of length (words of up to 7 bytes share one):
@@ -501,3 +501,11 @@ def flops_per_word(config: HATConfig, bytes_per_word: float) -> float:
     backbone = stack_flops(bb, config.seq_words / 2)
     decoder = 2 * bb.dim * dec.dim + byte_positions * (stack_flops(dec, byte_positions / 2) + 2 * dec.dim * VOCAB_SIZE)
     return 3 * (encoder + backbone + decoder)
+
+
+def hub_export(
+    config: HATConfig, tensors: dict[str, torch.Tensor], tokenizer: None, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict, dict, dict[str, str]]:
+    """A HAT export keeps hierpt's tensor names (`HAT.from_pretrained` reads it) and records the word splitter
+    its words come from (`hierpt.model.family.HubFormat.write`)."""
+    return tensors, {}, {"splitter": {"name": SPLITTER_NAME, "version": splitter_version()}}, {}

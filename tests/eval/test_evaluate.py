@@ -5,6 +5,8 @@ import json
 import math
 import re
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -13,7 +15,6 @@ from hierpt.cli import main
 from hierpt.eval.evaluate import (
     ALL,
     BATCH_POSITIONS,
-    Document,
     _words_correct,
     batch_positions,
     evaluate,
@@ -22,6 +23,7 @@ from hierpt.eval.evaluate import (
     score_hat,
     windows,
 )
+from hierpt.data.sources import Document
 from hierpt.eval.metrics import ScoreSums
 from hierpt.eval.perturb import PERTURBATIONS, perturb
 from hierpt.model.baseline import Baseline, BaselineConfig
@@ -157,7 +159,8 @@ def forward_per_language(hat: HAT, baseline: Baseline, tokenizer, texts: list[st
 def test_one_stream_of_batches_over_languages_and_passes_gives_the_per_language_numbers(untrained, tokenizer):
     hat, baseline = untrained
     texts = [*TEXTS, "Noch ein Text.", "Tiny."]
-    documents = [Document(text, lang) for text, lang in zip(texts, ["en", "de", "zh", "de", "en"])]
+    langs = ["en", "de", "zh", "de", "en"]
+    documents = [Document(line, text, 0, lang) for line, (text, lang) in enumerate(zip(texts, langs), 1)]
     kinds = ("permute", "all_caps")  # a word perturbation and one of the whole text
     results = {  # small budgets: several batches, each mixing languages and passes
         "hat": evaluate(lambda batch: score_hat(hat, batch, budget=256), documents, perturbations=kinds),
@@ -223,24 +226,37 @@ def test_cli_eval_other_seed_other_robustness(cli_outputs):
     assert seed0["robustness"]["permute"] != seed1["robustness"]["permute"]
 
 
-def test_plain_text_documents_are_split_at_blank_lines(tmp_path):
+def test_plain_text_is_one_document_per_line_as_prep_reads_it(tmp_path):
     path = tmp_path / "notes.txt"
-    path.write_text("First document,\nstill first.\n\n\nSecond.\n")
-    assert read_documents(str(path)) == [Document("First document,\nstill first."), Document("Second.")]
+    path.write_bytes(b"First document.\n\n  \nSecond, with bad UTF-8: \xff!\n")
+    assert [(doc.text, doc.lang) for doc in read_documents(str(path))] == [
+        ("First document.", "und"),
+        ("Second, with bad UTF-8: \ufffd!", "und"),
+    ]
 
 
-def test_compressed_jsonl_is_read_and_missing_lang_is_undetermined(tmp_path):
+def test_a_file_of_no_known_format_is_refused_by_name(tmp_path):
+    (tmp_path / "notes.md").write_text("# a heading\n")
+    with pytest.raises(ValueError, match=r"notes\.md: not a \.jsonl\.gz / .* / \.txt file"):
+        read_documents(str(tmp_path / "notes.md"))
+
+
+def test_compressed_jsonl_and_parquet_are_read_and_missing_lang_is_undetermined(tmp_path):
     path = tmp_path / "docs.jsonl.gz"
     path.write_bytes(gzip.compress('{"text": "Grüße"}\n{"text": "hi", "lang": "en"}\n'.encode()))
-    assert read_documents(str(path)) == [Document("Grüße", "und"), Document("hi", "en")]
+    assert [(doc.text, doc.lang) for doc in read_documents(str(path))] == [("Grüße", "und"), ("hi", "en")]
+    pq.write_table(pa.table({"text": ["eins", "zwei"]}), tmp_path / "docs.parquet")
+    assert [doc.text for doc in read_documents(str(tmp_path / "docs.parquet"))] == ["eins", "zwei"]
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"text": "ok"}\n{"text": \n', r"bad\.jsonl:2: not JSON"),
-        ('{"body": "no text"}\n', r"bad\.jsonl:1: needs a string field `text`"),
-        ('{"text": "x", "lang": "all"}\n', r"bad\.jsonl:1: `lang` must be a string other than 'all'"),
+        ('{"text": "ok"}\n{"text": \n', r"bad\.jsonl:2: malformed_json: not JSON"),
+        ('{"body": "no text"}\n', r"bad\.jsonl:1: missing_text_field: no text field"),
+        ('{"text": "x", "lang": 7}\n', r"bad\.jsonl:1: non_string_lang_field"),
+        ('{"text": "x", "lang": "all"}\n', r"bad\.jsonl:1: lang 'all' is reserved"),
+        ('{"text": "a longer text with a nul \\u0000 in it"}\n', r"bad\.jsonl:1: nul_bytes"),
         ("\n\n", r"bad\.jsonl: no documents with text"),
     ],
 )

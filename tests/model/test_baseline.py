@@ -9,7 +9,8 @@ from hierpt.model.baseline import (
     flops_per_token,
 )
 from hierpt.cli import main
-from hierpt.model.export import EOD_TOKEN, export_family, load_any_export, read_export_document, save_export
+from hierpt.model.baseline import EOD_TOKEN
+from hierpt.model.export import export_family, load_any_export, read_export_document, save_export
 from hierpt.model.generate import SamplingConfig, generate_baseline_text
 from hierpt.model.hat import HAT, IGNORE, HATConfig
 

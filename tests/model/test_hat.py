@@ -5,11 +5,10 @@ import sys
 import pytest
 import torch
 
-from hierpt.model.hat import HAT, HATConfig, build_meta, flops_per_word
+from hierpt.model.hat import HATConfig, build_meta, flops_per_word
 from hierpt.splitting import (
     END_OF_DOC_WORD,
     document_words,
-    join_words,
     split_words,
     words_to_tensors,
 )

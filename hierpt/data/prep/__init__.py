@@ -50,7 +50,7 @@ def prepare(
 
     With `tokens`, the shards hold BPE ids (the baseline's data) instead of words.
     """
-    import ray.data  # configures its loggers on import: quietened below, after that
+    import ray.data  # noqa: F401 (configures its loggers on import: quietened below, after that)
 
     from hierpt.ray_session import ray_session
 
