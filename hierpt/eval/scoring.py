@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from hierpt.data.bpe import BPETokenizer
 from hierpt.eval.evaluate import batch_positions, length_batches, predicted_batches, window_starts
 from hierpt.model.baseline import Baseline
+from hierpt.model.family import family_of
 from hierpt.model.generate import allowed_at, allowed_bytes
 from hierpt.model.hat import HAT, IGNORE
 from hierpt.splitting import END_OF_DOC_WORD, split_words
@@ -51,9 +52,7 @@ def score(
 ) -> list[Score]:
     """(context, continuation) pairs -> scores, for either family (`family.load_any_export`); `budget`: padded
     positions per forward (default: the device's, `evaluate.BATCH_POSITIONS`)."""
-    if tokenizer is None:
-        return score_hat(model, requests, budget)
-    return score_baseline(model, tokenizer, requests, budget)
+    return SCORERS[family_of(model.config).name](model, tokenizer, requests, budget)
 
 
 def _windows(sequences: list[tuple[list, list[int]]], length: int) -> list[_Window]:
@@ -149,3 +148,10 @@ def score_baseline(
 def rolling_requests(texts: Sequence[str]) -> list[tuple[str, str]]:
     """Whole texts as continuations of an empty context: their log-likelihood as documents."""
     return [("", text) for text in texts]
+
+
+# How each family's model scores requests (the eval side of `hierpt.model.family.FAMILIES`, as evaluate.SCORERS).
+SCORERS = {
+    "hat": lambda model, _, requests, budget: score_hat(model, requests, budget),
+    "baseline": score_baseline,
+}
