@@ -6,6 +6,10 @@ runtime_envs to anyone with cluster access, and Ray's agents log them in plain t
 where the store is travel, so tasks on any node reach the store their driver checked. For the same reason a
 URL with credentials inside (`s3://KEY:SECRET@bucket/...`) is refused wherever hierpt accepts a URL: it would
 end up in the scheduler's database, in command lines and in logs.
+
+`storage_settings` is the one way these settings travel: prep's tasks, training's workers and the scheduler's
+jobs all get them from it. A job spec's `env` list is something else: the user naming other variables their
+job needs (jobs/specs.py refuses secret-looking ones unless the spec says they may be visible to cluster users).
 """
 
 from __future__ import annotations

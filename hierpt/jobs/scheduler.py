@@ -27,6 +27,7 @@ import fsspec
 from hierpt.jobs.execute import EXIT_INFRASTRUCTURE, committed_checkpoints
 from hierpt.jobs.specs import EvalJob, JobSpec, forwarded_env, parse_spec
 from hierpt.jobs.store import ACTIVE, Job, Store
+from hierpt.storage_env import storage_settings
 from hierpt.train.lease import LEASE_ATTEMPT, LEASE_JOB
 
 TRAINING = ("pretrain", "continued_pretrain")
@@ -155,7 +156,8 @@ class Scheduler:
             self.client.submit_job(
                 entrypoint=f"{self.entrypoint} run --spec-json {shlex.quote(json.dumps(job.spec))}",
                 submission_id=submission_id,
-                runtime_env={"env_vars": {**forwarded_env(spec), **owner, "RAY_TRAIN_V2_ENABLED": "1"}},
+                runtime_env={"env_vars": {**storage_settings(), **forwarded_env(spec), **owner,
+                                          "RAY_TRAIN_V2_ENABLED": "1"}},  # fmt: skip
                 metadata={"hierpt_job": job.job_id, "attempt": str(job.attempts)},
                 entrypoint_num_cpus=spec.entrypoint_num_cpus,
             )

@@ -4,7 +4,8 @@ One YAML file = one job, its `kind` picks the model: `prep`, `pretrain`, `contin
 `experiment` (stages run in order, then a comparison report). Specs are validated completely before anything
 is submitted; errors name the file and the field path.
 Secrets never live in specs, nor travel with jobs: credentials are the cluster's own (hierpt/storage_env.py).
-`env` names non-secret variables (endpoint, region) whose values the submitter forwards;
+The submitter's object-store settings (endpoint, region) travel with every job, as with prep's tasks and
+training's workers (hierpt/storage_env.py); `env` names other non-secret variables whose values it forwards;
 `env_visible_to_cluster_users` forwards others, e.g. an API key, whose values everyone with access to the
 cluster can then read (the Jobs API serves every job's runtime_env; Ray's agents log it).
 """
@@ -54,7 +55,7 @@ class Submission(BaseModel):
     """Fields every job kind shares: where it runs and what it needs from the submitter."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    env: list[str] = Field(default_factory=list)  # non-secret variables to forward (endpoint, region)
+    env: list[str] = Field(default_factory=list)  # other non-secret variables to forward (storage's always go)
     # Forwarded although secret-looking: their values are readable by everyone with access to the cluster.
     env_visible_to_cluster_users: list[str] = Field(default_factory=list)
     retry: RetryPolicy = RetryPolicy()
