@@ -46,10 +46,11 @@ def settings(verbose_flag: bool) -> Iterator[None]:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if not verbose():
         os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # DeepSpeed's bars in this process too (`worker_env`)
     try:
         yield
     finally:
-        for name in (VERBOSE, "RAY_COLOR_PREFIX", "RAY_DISABLE_WORKER_LOG_PREFIX"):
+        for name in (VERBOSE, "RAY_COLOR_PREFIX", "RAY_DISABLE_WORKER_LOG_PREFIX", "TQDM_DISABLE"):
             if name in saved:
                 os.environ[name] = saved[name]
             else:
@@ -94,7 +95,8 @@ def quiet_process() -> None:
     """Unless --verbose: no deprecation warnings of the libraries underneath; no 'Reporting training result N:
     TrainingReport(...)' per report and rank (Ray Train logs it at INFO to a logger named by its file path,
     outside `ray.train`, so its LoggingConfig does not reach it); no traceback with Ray Train's own 'safe to
-    ignore' notice that a resource request timed out on a busy machine."""
+    ignore' notice that a resource request timed out on a busy machine; and the one line, without its traceback,
+    of Ray Train's 'Graceful shutdown of backend failed. This is expected if one of the workers has crashed'."""
     if verbose():
         return
     for category in (DeprecationWarning, FutureWarning):
@@ -108,6 +110,12 @@ def quiet_process() -> None:
     logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").addFilter(
         lambda record: record.levelno >= logging.ERROR
     )
+    logging.getLogger("ray.train.v2._internal.callbacks.backend_setup").addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 def quiet_worker(rank: int) -> None:

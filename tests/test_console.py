@@ -1,3 +1,5 @@
+import io
+import logging
 import os
 import warnings
 
@@ -8,7 +10,7 @@ from hierpt import console
 
 @pytest.fixture
 def quiet(monkeypatch):
-    for name in (console.VERBOSE, "RAY_COLOR_PREFIX", "RAY_DISABLE_WORKER_LOG_PREFIX"):
+    for name in (console.VERBOSE, "RAY_COLOR_PREFIX", "RAY_DISABLE_WORKER_LOG_PREFIX", "TQDM_DISABLE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -16,17 +18,18 @@ def test_off_a_terminal_ray_writes_no_colour_codes_and_quiet_drops_the_worker_pr
     monkeypatch.setattr(console, "is_terminal", lambda: False)
     with console.settings(verbose_flag=False):
         assert os.environ["RAY_COLOR_PREFIX"] == "0" and os.environ["RAY_DISABLE_WORKER_LOG_PREFIX"] == "1"
+        assert os.environ["TQDM_DISABLE"] == "1"  # the driver's DeepSpeed bars (an export's shard loading)
         assert console.ray_logging_level() == "WARNING" and console.train_logging_level() == "WARNING"
         assert console.ray_runtime_env() == {"worker_process_setup_hook": "hierpt.console.worker_setup"}
         assert console.worker_env() == {"TQDM_DISABLE": "1"}
-    assert "RAY_COLOR_PREFIX" not in os.environ, "a command's settings end with it"
+    assert "RAY_COLOR_PREFIX" not in os.environ and "TQDM_DISABLE" not in os.environ, "a command's settings end"
 
 
 def test_verbose_reaches_the_workers_and_keeps_every_library_at_its_own_level(quiet, monkeypatch):
     monkeypatch.setattr(console, "is_terminal", lambda: True)
     with console.settings(verbose_flag=True):
         assert console.verbose() and "RAY_COLOR_PREFIX" not in os.environ
-        assert "RAY_DISABLE_WORKER_LOG_PREFIX" not in os.environ
+        assert "RAY_DISABLE_WORKER_LOG_PREFIX" not in os.environ and "TQDM_DISABLE" not in os.environ
         assert console.train_logging_level() == "INFO"
         assert console.ray_runtime_env()["env_vars"] == {console.VERBOSE: "1"}
     assert not console.verbose()
@@ -49,6 +52,27 @@ def test_a_worker_shows_warnings_once_on_rank_0_and_no_library_deprecations(quie
         warnings.warn("deprecated inside a library", FutureWarning)
         warnings.warn("the user's data looks odd", UserWarning)
     assert [str(w.message) for w in seen] == (["the user's data looks odd"] if rank == 0 else [])
+
+
+def test_ray_trains_expected_shutdown_warning_after_a_crash_is_one_line_unless_verbose(quiet, monkeypatch):
+    """What the demo's deliberate worker kill printed: the warning and a 20-line traceback of the dead actor."""
+    logger = logging.getLogger("ray.train.v2._internal.callbacks.backend_setup")
+    monkeypatch.setattr(logger, "filters", [])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        for flag in (True, False):
+            monkeypatch.setenv(console.VERBOSE, "1" if flag else "0")
+            console.quiet_process()
+            try:
+                raise RuntimeError("the actor died")
+            except RuntimeError:
+                logger.warning("Graceful shutdown of backend failed.", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    verbose_lines, quiet_lines = stream.getvalue().split("Graceful shutdown of backend failed.\n")[1:]
+    assert quiet_lines == "" and "RuntimeError: the actor died" in verbose_lines
 
 
 def test_off_a_terminal_progress_is_one_plain_line_per_finished_task(quiet, monkeypatch, capsys):
