@@ -24,6 +24,7 @@ from pathlib import Path
 
 import fsspec
 
+from hierpt import console
 from hierpt.jobs.execute import EXIT_INFRASTRUCTURE, committed_checkpoints
 from hierpt.jobs.specs import EvalJob, JobSpec, forwarded_env, parse_spec
 from hierpt.jobs.store import ACTIVE, Job, Store
@@ -156,8 +157,7 @@ class Scheduler:
             self.client.submit_job(
                 entrypoint=f"{self.entrypoint} run --spec-json {shlex.quote(json.dumps(job.spec))}",
                 submission_id=submission_id,
-                runtime_env={"env_vars": {**storage_settings(), **forwarded_env(spec), **owner,
-                                          "RAY_TRAIN_V2_ENABLED": "1"}},  # fmt: skip
+                runtime_env={"env_vars": job_env(spec, owner)},
                 metadata={"hierpt_job": job.job_id, "attempt": str(job.attempts)},
                 entrypoint_num_cpus=spec.entrypoint_num_cpus,
             )
@@ -268,3 +268,10 @@ def _first_line(error: BaseException) -> str:
 
 def _new_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+
+
+def job_env(spec: JobSpec, owner: dict[str, str]) -> dict[str, str]:
+    """A submitted job's environment: where the object store is (hierpt.storage_env, never credentials), the
+    sender's verbosity (`--verbose` on `jobs submit` or `jobs watch` reaches the job and its workers), the
+    variables the spec names, and the run's lease owner."""
+    return {**storage_settings(), **console.worker_env(), **forwarded_env(spec), **owner, "RAY_TRAIN_V2_ENABLED": "1"}

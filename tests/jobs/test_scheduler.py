@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from hierpt import console
 from hierpt.cli import main as cli
 from hierpt.jobs.execute import committed_checkpoints
-from hierpt.jobs.scheduler import Scheduler, connect
+from hierpt.jobs.scheduler import Scheduler, connect, job_env
 from hierpt.jobs.specs import parse_spec
 from hierpt.jobs.store import ACTIVE, Store
 from hierpt.model.hat import HATConfig
@@ -209,3 +210,17 @@ def test_a_continued_runs_starting_point_is_evaluated_as_step_0(tmp_path):
     (evaluation,) = scheduler.store.jobs(kind="eval")
     assert (evaluation.step, evaluation.checkpoint) == (0, str(tmp_path / "runs" / "base"))
     assert evaluation.spec["output"] == f"{tmp_path}/runs/cont/evals/step-00000000"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_job_gets_the_store_settings_and_the_senders_verbosity_and_no_credentials(tmp_path, monkeypatch, verbose):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://store:8333")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("HIERPT_TEST_SETTING", "on")
+    monkeypatch.setenv(console.VERBOSE, "1" if verbose else "0")
+    spec = parse_spec({"kind": "eval", "checkpoint": str(tmp_path / "export"), "text": str(tmp_path / "held.jsonl"),
+                       "output": str(tmp_path / "evals"), "env": ["HIERPT_TEST_SETTING"]})  # fmt: skip
+    env = job_env(spec, {"OWNER": "job-a0"})
+    assert env["AWS_ENDPOINT_URL"] == "http://store:8333" and "s3cr3t" not in env.values()
+    assert env["HIERPT_TEST_SETTING"] == "on" and env["OWNER"] == "job-a0"
+    assert (env.get(console.VERBOSE), env.get("TQDM_DISABLE")) == (("1", None) if verbose else (None, "1"))
