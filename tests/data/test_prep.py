@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -375,3 +376,17 @@ def test_cli_reports_a_bad_recipe_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert err.startswith("hierpt prep: error: recipe") and "sources.0.format" in err
+
+
+def test_a_cluster_that_does_not_answer_is_one_line_and_the_output_is_not_claimed(tmp_path, capsys, monkeypatch):
+    (tmp_path / "en.txt").write_text("A document.\n")
+    (tmp_path / "r.yaml").write_text(f"sources:\n  - {{url: {tmp_path / 'en.txt'}, lang: en}}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"  # closed again: nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prep", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1 and f"cannot reach the Ray cluster at {address}" in err
+    assert not (tmp_path / "out").exists()  # a rerun with another recipe is not refused for a claim it never used

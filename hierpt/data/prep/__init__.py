@@ -52,7 +52,7 @@ def prepare(
     """
     import ray.data  # noqa: F401 (configures its loggers on import: quietened below, after that)
 
-    from hierpt.ray_session import ray_session
+    from hierpt.ray_session import named_cluster, ray_session
 
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -62,6 +62,7 @@ def prepare(
     if not output_url:
         raise ValueError("no output location: pass --output URL or set `output` in the recipe")
     inputs = list_inputs(recipe)  # fails fast on unreadable sources and missing credentials
+    named_cluster()  # and on a RAY_ADDRESS that does not answer, before the output is claimed
     given_tokenizer = BPETokenizer.load(tokens.tokenizer) if tokens and tokens.tokenizer else None
     content = _deciding_settings(recipe, tokens, given_tokenizer)
     finished = claim_output(content, output_url, read_manifest)
