@@ -61,9 +61,14 @@ class MicroBatch(NamedTuple):
     rows: list[int]  # shard-set row of each sample
 
 
+def batch_splits(global_batch: int, world_size: int, micro_batch: int) -> bool:
+    """Whether every rank gets the same whole number of micro-batches per step."""
+    return global_batch % (world_size * micro_batch) == 0
+
+
 def accumulation_steps(global_batch: int, world_size: int, micro_batch: int) -> int:
     """Micro-batches per rank and step: the global batch must split evenly over workers x micro_batch."""
-    if global_batch % (world_size * micro_batch):
+    if not batch_splits(global_batch, world_size, micro_batch):
         raise ValueError(
             f"global_batch {global_batch} is not a multiple of workers ({world_size}) x micro_batch ({micro_batch})"
         )

@@ -21,6 +21,7 @@ from pydantic import (
 
 from torch import nn
 
+from hierpt.data.loader import batch_splits
 from hierpt.data.shards import Manifest
 from hierpt.model.family import FAMILIES, Family, FamilyName
 
@@ -206,7 +207,7 @@ class TrainJob(Spec):
     def _batch_fits_every_world_size(self) -> TrainJob:
         """An elastic run may restart at any size in its range: each must split the global batch evenly."""
         low, high = self.worker_range
-        misfits = [w for w in range(low, high + 1) if self.global_batch % (w * self.micro_batch)]
+        misfits = [w for w in range(low, high + 1) if not batch_splits(self.global_batch, w, self.micro_batch)]
         if misfits:
             shown = ", ".join(map(str, misfits[:5])) + (", ..." if len(misfits) > 5 else "")
             raise ValueError(
