@@ -315,7 +315,7 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
     """Full fp32 weights from a (sharded) DeepSpeed checkpoint, with DeepSpeed's zero_to_fp32 tools."""
     import torch
 
-    import_deepspeed()
+    import_deepspeed()  # first also for ZeRO-0: unpickling its model states may import DeepSpeed's classes
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     if state.zero_stage == 0:
