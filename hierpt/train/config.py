@@ -27,6 +27,12 @@ from hierpt.model.family import FAMILIES, Family, FamilyName
 
 # A run name becomes one directory under `storage`: one path component, never `..` or a nested path.
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Fields older specs may still hold, and what replaced them.
+REMOVED_FIELDS = {
+    "init_from_checkpoint": "now init_from with optimizer_state: keep",
+    "log_every": "removed: every step is logged (progress, trackers); Ray Train hears of the run with each "
+    "checkpoint only (a report every N steps held training to one step per Ray Train health check, 2 s)",
+}
 
 
 def check_run_name(value: str) -> str:
@@ -141,7 +147,6 @@ class TrainJob(Spec):
     max_failures: int = Field(3, ge=-1)  # -1 = retry forever
     elastic: ElasticSpec = ElasticSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
-    log_every: int = Field(1, ge=1)
     tensorboard_dir: str | None = None  # default: <storage>/<name>/tensorboard when storage is local
     tracking: list[TrackerName] = Field(default_factory=lambda: ["tensorboard"])  # W&B / MLflow beside it, or not
     peak_flops: float | None = None  # per device, for MFU; default from a table (GPU), none on CPU (no MFU)
@@ -190,9 +195,10 @@ class TrainJob(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _renamed_starting_point(cls, data):
-        if isinstance(data, dict) and "init_from_checkpoint" in data:
-            raise ValueError("init_from_checkpoint is now init_from with optimizer_state: keep")
+    def _removed_fields(cls, data):
+        for field, why in REMOVED_FIELDS.items():
+            if isinstance(data, dict) and field in data:
+                raise ValueError(f"{field}: {why}")
         return data
 
     @model_validator(mode="after")

@@ -24,7 +24,12 @@ from hierpt.train.schedule import lr_at, set_lr
 
 
 def train_worker(config: dict) -> None:
-    """Setup (model, restored state, loader, metrics), then the loop: step, checkpoint when due, report.
+    """Setup (model, restored state, loader, metrics), then the loop: step, log, checkpoint when due.
+
+    Rank 0 logs every step itself (progress line, trackers, Prometheus gauges). Ray Train hears of the run only
+    with each checkpoint: a report waits until Ray Train's controller has taken the previous one, and it takes
+    one per health check (every 2 s), so reporting every step held training to one step per 2 s (measured: a
+    2-worker tiny run at 1.97 s per step, 0.215 s without; benchmarks/RESULTS.md).
 
     `config` holds the job and the model config the driver made from it and the shards (`train.run.train`)."""
     job = TrainJob.model_validate(config["job"])
@@ -72,8 +77,6 @@ def train_worker(config: dict) -> None:
             if just_in_time:
                 preemption_saved = True
                 trace.preemption(step + 1, preemption, started, time.time())
-        elif (step + 1) % job.log_every == 0:
-            ray.train.report(metrics)
     loader.close()
     log.close()
 

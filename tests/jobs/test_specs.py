@@ -178,10 +178,13 @@ def test_keeping_the_optimizer_needs_a_checkpoint_and_no_frozen_modules():
         parse_spec({**PRETRAIN, "optimizer_state": "keep"})
 
 
-def test_the_old_starting_point_field_is_refused_naming_the_new_one():
-    renamed = r"^spec: \(top level\): init_from_checkpoint is now init_from with optimizer_state: keep$"
+def test_removed_fields_are_refused_in_one_line_saying_what_replaced_them():
+    renamed = r"^spec: \(top level\): init_from_checkpoint: now init_from with optimizer_state: keep$"
     with pytest.raises(ValueError, match=renamed):
         parse_spec({**PRETRAIN, "init_from_checkpoint": "/ckpt"})
+    with pytest.raises(ValueError, match=r"^spec: \(top level\): log_every: removed: every step is logged") as refused:
+        parse_spec({**PRETRAIN, "log_every": 10})
+    assert "\n" not in str(refused.value)
 
 
 @pytest.mark.integration
