@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -95,8 +96,9 @@ def quiet_process() -> None:
     """Unless --verbose: no deprecation warnings of the libraries underneath; no 'Reporting training result N:
     TrainingReport(...)' per report and rank (Ray Train logs it at INFO to a logger named by its file path,
     outside `ray.train`, so its LoggingConfig does not reach it); no traceback with Ray Train's own 'safe to
-    ignore' notice that a resource request timed out on a busy machine; and the one line, without its traceback,
-    of Ray Train's 'Graceful shutdown of backend failed. This is expected if one of the workers has crashed'."""
+    ignore' notice that a resource request timed out on a busy machine; and one line, not a traceback, for Ray
+    Train's 'Graceful shutdown of backend failed. This is expected if one of the workers has crashed' and for
+    each 'Error in training function' (a rank whose group is torn down after another rank died prints one)."""
     if verbose():
         return
     for category in (DeprecationWarning, FutureWarning):
@@ -111,10 +113,19 @@ def quiet_process() -> None:
         lambda record: record.levelno >= logging.ERROR
     )
     logging.getLogger("ray.train.v2._internal.callbacks.backend_setup").addFilter(_without_traceback)
+    logging.getLogger("ray.train.v2._internal.util").addFilter(_without_traceback)
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(: |$)")  # `module.Error: message` in a formatted traceback
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
+    """A log record's first line and, if its message is a formatted traceback, the exception's line from it."""
     record.exc_info, record.exc_text = None, None
+    lines = record.getMessage().splitlines()
+    if len(lines) > 1:
+        raised = [line for line in lines[1:] if EXCEPTION_LINE.match(line)]
+        record.msg, record.args = f"{lines[0]} {raised[-1] if raised else ''} (--verbose: the traceback)", ()
     return True
 
 

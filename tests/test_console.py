@@ -75,6 +75,33 @@ def test_ray_trains_expected_shutdown_warning_after_a_crash_is_one_line_unless_v
     assert quiet_lines == "" and "RuntimeError: the actor died" in verbose_lines
 
 
+def test_a_training_function_error_is_one_line_naming_the_exception_unless_verbose(quiet, monkeypatch):
+    """What the surviving rank printed when the demo killed the other one: a 25-line traceback."""
+    logger = logging.getLogger("ray.train.v2._internal.util")
+    monkeypatch.setattr(logger, "filters", [])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    formatted = (
+        "Traceback (most recent call last):\n  File \"loop.py\", line 65, in train_worker\n    preemption = ...\n"
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: SynchronizationActor\nThe actor is dead because it was killed by `ray.kill`.\n"
+    )
+    try:
+        for flag in (True, False):
+            monkeypatch.setenv(console.VERBOSE, "1" if flag else "0")
+            console.quiet_process()
+            logger.error(f"Error in training function:\n{formatted}")
+    finally:
+        logger.removeHandler(handler)
+    shown = stream.getvalue().splitlines()
+    assert shown[1:8] == [*formatted.splitlines(), ""]  # verbose: the whole traceback
+    assert shown[8:] == [
+        "Error in training function: ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing "
+        "this task. (--verbose: the traceback)"
+    ]
+
+
 def test_off_a_terminal_progress_is_one_plain_line_per_finished_task(quiet, monkeypatch, capsys):
     monkeypatch.setattr(console, "is_terminal", lambda: False)
     with console.progress("eval", total=2) as outer:
