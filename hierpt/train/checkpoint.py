@@ -225,6 +225,11 @@ def save(engine, state: TrainState, metrics: dict, rank: int, tokenizer=None, be
             checkpoint_upload_mode=ray.train.CheckpointUploadMode[upload.upper()],
             delete_local_checkpoint_after_upload=True,
         )
+        if upload == "sync":
+            # Ray Train's controller takes a rank's reports from a one-slot queue, once per health check (2 s):
+            # this second report returns when it has taken the checkpoint's, so a rank that dies after `save`
+            # cannot take a committed checkpoint with it (training itself reports only here, hierpt.train.loop)
+            ray.train.report(metrics)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
