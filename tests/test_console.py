@@ -54,47 +54,49 @@ def test_a_worker_shows_warnings_once_on_rank_0_and_no_library_deprecations(quie
     assert [str(w.message) for w in seen] == (["the user's data looks odd"] if rank == 0 else [])
 
 
-def test_ray_trains_expected_shutdown_warning_after_a_crash_is_one_line_unless_verbose(quiet, monkeypatch):
-    """What the demo's deliberate worker kill printed: the warning and a 20-line traceback of the dead actor."""
-    logger = logging.getLogger("ray.train.v2._internal.callbacks.backend_setup")
+def logged_verbose_then_quiet(monkeypatch, name: str, log) -> str:
+    """What logger `name` writes when `log(logger)` runs once with --verbose and once without, in that order
+    (the quiet filters, once added, stay)."""
+    logger = logging.getLogger(name)
     monkeypatch.setattr(logger, "filters", [])
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     logger.addHandler(handler)
     try:
-        for flag in (True, False):
-            monkeypatch.setenv(console.VERBOSE, "1" if flag else "0")
+        for flag in ("1", "0"):
+            monkeypatch.setenv(console.VERBOSE, flag)
             console.quiet_process()
-            try:
-                raise RuntimeError("the actor died")
-            except RuntimeError:
-                logger.warning("Graceful shutdown of backend failed.", exc_info=True)
+            log(logger)
     finally:
         logger.removeHandler(handler)
-    verbose_lines, quiet_lines = stream.getvalue().split("Graceful shutdown of backend failed.\n")[1:]
+    return stream.getvalue()
+
+
+def test_ray_trains_expected_shutdown_warning_after_a_crash_is_one_line_unless_verbose(quiet, monkeypatch):
+    """What the demo's deliberate worker kill printed: the warning and a 20-line traceback of the dead actor."""
+
+    def warn(logger):
+        try:
+            raise RuntimeError("the actor died")
+        except RuntimeError:
+            logger.warning("Graceful shutdown of backend failed.", exc_info=True)
+
+    written = logged_verbose_then_quiet(monkeypatch, "ray.train.v2._internal.callbacks.backend_setup", warn)
+    verbose_lines, quiet_lines = written.split("Graceful shutdown of backend failed.\n")[1:]
     assert quiet_lines == "" and "RuntimeError: the actor died" in verbose_lines
 
 
 def test_a_training_function_error_is_one_line_naming_the_exception_unless_verbose(quiet, monkeypatch):
     """What the surviving rank printed when the demo killed the other one: a 25-line traceback."""
-    logger = logging.getLogger("ray.train.v2._internal.util")
-    monkeypatch.setattr(logger, "filters", [])
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger.addHandler(handler)
     formatted = (
         "Traceback (most recent call last):\n  File \"loop.py\", line 65, in train_worker\n    preemption = ...\n"
         "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
         "\tclass_name: SynchronizationActor\nThe actor is dead because it was killed by `ray.kill`.\n"
     )
-    try:
-        for flag in (True, False):
-            monkeypatch.setenv(console.VERBOSE, "1" if flag else "0")
-            console.quiet_process()
-            logger.error(f"Error in training function:\n{formatted}")
-    finally:
-        logger.removeHandler(handler)
-    shown = stream.getvalue().splitlines()
+    written = logged_verbose_then_quiet(
+        monkeypatch, "ray.train.v2._internal.util", lambda log: log.error(f"Error in training function:\n{formatted}")
+    )
+    shown = written.splitlines()
     assert shown[1:8] == [*formatted.splitlines(), ""]  # verbose: the whole traceback
     assert shown[8:] == [
         "Error in training function: ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing "
