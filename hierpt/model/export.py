@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load, save
 from torch import nn
 
-from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
+from hierpt.data.bpe import BPETokenizer
 from hierpt.model.family import FAMILIES, Family, family_of
 from hierpt.model.hat import HAT
 
@@ -90,7 +90,7 @@ def load_any_export(url: str, device: str | torch.device = "cpu") -> tuple[nn.Mo
     family = export_family(document)
     model = family.model_type(family.config_type.from_dict(document["model"])).to(device)
     model.load_state_dict(read_weights(url, device))
-    tokenizer = BPETokenizer.load(f"{url.rstrip('/')}/{TOKENIZER_FILE}") if family.uses_tokenizer else None
+    tokenizer = family.saved_tokenizer(url)
     return model.eval(), tokenizer
 
 

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from hierpt.data.bpe import BPETokenizer
+from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
 from hierpt.data.loader import Collate, word_batch
 from hierpt.data.shards import Manifest
 from hierpt.model import baseline, hat
@@ -97,6 +97,10 @@ class Family:
                 f"data.shards {url} holds {held} shards but model.family {self.name} trains on {needed} shards "
                 f"(token shards come from `hierpt prep --seq-tokens`)"
             )
+
+    def saved_tokenizer(self, directory: str) -> BPETokenizer | None:
+        """The tokenizer an export or checkpoint directory (local or a URL) holds, for a family that has one."""
+        return BPETokenizer.load(f"{str(directory).rstrip('/')}/{TOKENIZER_FILE}") if self.uses_tokenizer else None
 
     def inputs(self, config, manifest: Manifest, url: str) -> tuple[Collate, BPETokenizer | None]:
         """How the shard set's rows become model inputs, and the tokenizer that travels with the model."""

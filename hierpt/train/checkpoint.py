@@ -335,7 +335,6 @@ def consolidated_state_dict(directory: Path, state: TrainState) -> dict:
 def export(checkpoint: ray.train.Checkpoint, output: str, dtype: str = "fp32") -> str:
     """Consolidated safetensors + config (hierpt.model.export) in `dtype` (fp32 or bf16) from a checkpoint (see
     `resolve`), with the tokenizer of a family that has one."""
-    from hierpt.data.bpe import BPETokenizer
     from hierpt.model.export import save_export
     from hierpt.model.family import FAMILIES
 
@@ -347,7 +346,7 @@ def export(checkpoint: ray.train.Checkpoint, output: str, dtype: str = "fp32") -
             task.advance()
             task.note("consolidating the weights")
             weights = consolidated_state_dict(Path(local), state)
-            tokenizer = BPETokenizer.load(str(Path(local) / TOKENIZER_FILE)) if family.uses_tokenizer else None
+            tokenizer = family.saved_tokenizer(local)
         task.advance()
         task.note(f"writing {output}")
         metadata = {

@@ -11,7 +11,7 @@ import ray.train.torch
 import torch
 
 from hierpt.console import quiet_stdout, quiet_worker
-from hierpt.data.bpe import TOKENIZER_FILE, BPETokenizer
+from hierpt.data.bpe import BPETokenizer
 from hierpt.data.loader import DeterministicLoader, MicroBatch
 from hierpt.data.shards import read_manifest
 from hierpt.model.hat import group_parameters
@@ -105,7 +105,7 @@ def restore(
         if initial is not None and initial.state.model != model_config.to_dict():
             raise ValueError(f"init_from {given} holds another model than model: {job.model}")
         if initial is not None and tokenizer is not None:
-            found = BPETokenizer.load(str(initial.directory / TOKENIZER_FILE))
+            found = job.model.model_family.saved_tokenizer(initial.directory)
             check_same_tokenizer(found, f"init_from {given}", tokenizer)
         restored = resume or initial
         model = build_model(job, model_config, tokenizer, fresh_start=resume is None)
