@@ -195,11 +195,11 @@ def progress(description: str, total: float | None = None) -> Iterator[Task]:
     finally:
         if bars.disable and finished and total != 0:  # a failure says so itself; nothing to do, nothing said
             print(task.line(), file=sys.stderr, flush=True)
-        if not owner:
-            bars.remove_task(task.task_id)
         if owner:
             bars.stop()
             _bars = None
+        else:
+            bars.remove_task(task.task_id)
 
 
 def track(description: str, items: Sequence[T]) -> Iterator[T]:

@@ -77,4 +77,3 @@ def ray_session(**init_options) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
